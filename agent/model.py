@@ -1,0 +1,221 @@
+"""The nouns of the data path: Event -> Finding -> Alert.
+
+Events are pydantic models because they are the edge: they arrive as untrusted JSON
+from Kafka and their JSON Schema is the published wire contract (`watchkeeper schema`).
+Everything after parsing is a frozen dataclass: cheap, immutable, and owned by no one.
+
+Wire-contract rules kept here so they stay in one place:
+
+* fields may be added, never renamed; unknown fields are ignored, so producers on a
+  newer contract never land in the dead-letter topic;
+* ``ts`` is RFC 3339 or epoch seconds and is normalised to epoch seconds (float);
+* numbers must be finite: NaN and infinities are rejected, never propagated.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+
+__all__ = [
+    "Alert",
+    "AlertState",
+    "EVENT_ADAPTER",
+    "Event",
+    "Finding",
+    "GpuEvent",
+    "InferenceEvent",
+    "LlmEvent",
+    "SOURCES",
+    "Score",
+    "fingerprint",
+]
+
+SOURCES: tuple[str, ...] = ("inference", "llm", "gpu")
+
+_NAME = Annotated[str, Field(min_length=1, max_length=256)]
+_LABELS = Annotated[dict[str, Annotated[str, Field(max_length=1024)]], Field(max_length=64)]
+
+
+def _parse_ts(value: Any) -> float:
+    """Accept epoch seconds or RFC 3339; reject anything without a timezone."""
+    if isinstance(value, bool):
+        raise ValueError("ts must be epoch seconds or an RFC 3339 string, not a boolean")
+    if isinstance(value, (int, float)):
+        ts = float(value)
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"ts {value!r} is not RFC 3339") from None
+        if parsed.tzinfo is None:
+            raise ValueError(f"ts {value!r} has no timezone (RFC 3339 needs one, e.g. 'Z')")
+        ts = parsed.timestamp()
+    else:
+        raise ValueError("ts must be epoch seconds or an RFC 3339 string")
+    if not math.isfinite(ts) or ts < 0:
+        raise ValueError("ts must be a finite, non-negative epoch time")
+    return ts
+
+
+def _str_or_int(value: Any) -> Any:
+    """Versions and GPU ids are identifiers; producers often send them as numbers."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+class _WireEvent(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False, strict=False)
+
+    ts: float = Field(description="Event time: RFC 3339 with timezone, or epoch seconds.")
+    labels: _LABELS = Field(default_factory=dict, description="Free string map.")
+
+    _ts = field_validator("ts", mode="before")(_parse_ts)
+
+
+class InferenceEvent(_WireEvent):
+    """One prediction served by an inference service (Kafka key: ``service``)."""
+
+    type: Literal["inference"]
+    service: _NAME
+    model: _NAME
+    model_version: _NAME
+    latency_ms: float = Field(ge=0)
+    status: Literal["ok", "error"]
+    features: Annotated[dict[str, float | str], Field(max_length=512)] = Field(default_factory=dict)
+    prediction: float | str | None = None
+
+    _version = field_validator("model_version", mode="before")(_str_or_int)
+
+    @property
+    def owner(self) -> str:
+        return self.service
+
+
+class LlmEvent(_WireEvent):
+    """One LLM request (Kafka key: ``service``)."""
+
+    type: Literal["llm"]
+    service: _NAME
+    model: _NAME
+    prompt_version: _NAME
+    tenant: _NAME
+    prompt_tokens: int = Field(ge=0)
+    completion_tokens: int = Field(ge=0)
+    latency_ms: float = Field(ge=0)
+    status: Literal["ok", "error"]
+    cost_usd: float | None = Field(default=None, ge=0)
+
+    _version = field_validator("prompt_version", mode="before")(_str_or_int)
+
+    @property
+    def owner(self) -> str:
+        return self.service
+
+    @property
+    def total_tokens(self) -> int:
+        """Derived: prompt plus completion tokens."""
+        return self.prompt_tokens + self.completion_tokens
+
+
+class GpuEvent(_WireEvent):
+    """One GPU sample (Kafka key: ``node``)."""
+
+    type: Literal["gpu"]
+    node: _NAME
+    gpu: _NAME = Field(description="GPU index or UUID.")
+    pod: str | None = None
+    util_pct: float = Field(ge=0, le=100)
+    mem_used_bytes: int = Field(ge=0)
+    mem_total_bytes: int = Field(gt=0)
+    temp_c: float
+    power_w: float = Field(ge=0)
+    xid_errors: int | None = Field(default=None, ge=0)
+
+    _gpu = field_validator("gpu", mode="before")(_str_or_int)
+
+    @property
+    def owner(self) -> str:
+        return self.node
+
+    @property
+    def mem_used_ratio(self) -> float:
+        """Derived: used over total frame-buffer memory, in [0, 1] for sane samples."""
+        return self.mem_used_bytes / self.mem_total_bytes
+
+
+Event = Annotated[Union[InferenceEvent, LlmEvent, GpuEvent], Field(discriminator="type")]
+EVENT_ADAPTER: TypeAdapter[InferenceEvent | LlmEvent | GpuEvent] = TypeAdapter(Event)
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    """What a detector says about one observation: a score in [0, 1], a verdict, and why."""
+
+    score: float
+    active: bool
+    value: float
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A rule's verdict on one series at one event time."""
+
+    rule_id: str
+    series: tuple[tuple[str, str], ...]
+    ts: float
+    score: Score
+
+
+class AlertState(enum.Enum):
+    """Prometheus' alert states; INACTIVE is never sent, RESOLVED is sent once."""
+
+    INACTIVE = "inactive"
+    PENDING = "pending"
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """A snapshot of one (rule, series) alert, as published and sent to Alertmanager.
+
+    Times are event times (epoch seconds): ``active_at`` is when the condition first
+    held, ``fired_at`` when ``for`` elapsed, ``resolved_at`` when ``keep_firing_for``
+    of quiet ended.
+    """
+
+    fingerprint: str
+    rule_id: str
+    state: AlertState
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    active_at: float
+    value: float
+    fired_at: float | None = None
+    resolved_at: float | None = None
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.labels.get("alertname", "")
+
+
+def fingerprint(labels: Mapping[str, str]) -> str:
+    """A stable id for a label set: the same series of the same rule always maps here."""
+    digest = hashlib.sha256()
+    for key in sorted(labels):
+        digest.update(key.encode())
+        digest.update(b"\x00")
+        digest.update(labels[key].encode())
+        digest.update(b"\x01")
+    return digest.hexdigest()[:16]

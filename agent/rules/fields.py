@@ -1,0 +1,72 @@
+"""Which event fields a rule may name, per source, and how to read them fast.
+
+A rule names fields in ``match``, ``by`` and ``detector.field``: a top-level field
+(``latency_ms``), a derived one (``total_tokens``, ``mem_used_ratio``), or a map entry
+(``labels.region``, ``features.age``). Names are checked at load time, so a typo fails
+``rules check`` instead of silently matching nothing.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import Any
+
+from agent.model import GpuEvent, InferenceEvent, LlmEvent
+
+__all__ = [
+    "DEFAULT_BY",
+    "DERIVED",
+    "EVENT_TYPES",
+    "MAP_FIELDS",
+    "check_field",
+    "field_getter",
+    "known_fields",
+    "series_label",
+]
+
+EVENT_TYPES: dict[str, type] = {"inference": InferenceEvent, "llm": LlmEvent, "gpu": GpuEvent}
+DERIVED: dict[str, tuple[str, ...]] = {"llm": ("total_tokens",), "gpu": ("mem_used_ratio",)}
+MAP_FIELDS: dict[str, tuple[str, ...]] = {
+    "inference": ("labels", "features"),
+    "llm": ("labels",),
+    "gpu": ("labels",),
+}
+DEFAULT_BY: dict[str, tuple[str, ...]] = {
+    "inference": ("service", "model"),
+    "llm": ("service", "model"),
+    "gpu": ("node", "gpu"),
+}
+
+
+def known_fields(source: str) -> tuple[str, ...]:
+    """Plain field names of a source (map fields excluded), for checks and suggestions."""
+    model = EVENT_TYPES[source]
+    plain = [n for n in model.model_fields if n not in MAP_FIELDS[source] and n != "type"]
+    return tuple(plain) + DERIVED.get(source, ())
+
+
+def check_field(source: str, name: str) -> str | None:
+    """None if ``name`` is readable on ``source`` events, else the reason it is not."""
+    head, _, key = name.partition(".")
+    if key:
+        if head in MAP_FIELDS[source]:
+            return None
+        return f"{head!r} is not a map field of {source} events (map fields: {', '.join(MAP_FIELDS[source])})"
+    if name in known_fields(source):
+        return None
+    return f"unknown field {name!r} for source {source}"
+
+
+def field_getter(name: str) -> Callable[[Any], Any]:
+    """A fast reader of one field; a missing map key reads as None."""
+    head, _, key = name.partition(".")
+    if key:
+        attr = operator.attrgetter(head)
+        return lambda event: attr(event).get(key)
+    return operator.attrgetter(name)
+
+
+def series_label(name: str) -> str:
+    """The alert label a field becomes: ``labels.region`` -> ``region``."""
+    return name.partition(".")[2] or name

@@ -1,0 +1,353 @@
+"""Load rule files strictly, report every problem in one pass, each with file:line:col.
+
+The shape is a Prometheus rule file (``groups[].rules[]`` with ``alert``, ``for``,
+``keep_firing_for``, ``labels``, ``annotations``) plus Watchkeeper's ``source``,
+``match``, ``by``, ``detector`` and ``actions``. Unknown keys are errors (with a
+did-you-mean), as are duplicate names and unknown detector kinds, fields or actions.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from actions.registry import ACTIONS
+from agent.duration import parse_duration
+from agent.errors import DetectorError, Location, RuleError, RuleFileErrors
+from detectors.registry import DETECTORS
+
+from .fields import DEFAULT_BY, check_field, field_getter, known_fields, series_label
+from .rule import Rule, RuleSet
+from .selector import parse_selector
+from .template import compile_template
+from .yamlfile import YamlDocument, load_yaml
+
+__all__ = ["load_rules", "load_rule_file"]
+
+_LABEL_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_OBSERVATION_KEYS = ("kind", "field", "equals")
+
+
+def _duration(value: Any) -> float:
+    return parse_duration(value)
+
+
+class _RuleSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=False)
+
+    alert: str = Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_:]*$")
+    source: Literal["inference", "llm", "gpu"]
+    match: str = "{}"
+    by: list[str] | None = None
+    detector: dict[str, Any]
+    for_: float = Field(default=0.0, alias="for")
+    keep_firing_for: float = 0.0
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    actions: list[dict[str, Any]] = Field(default_factory=list)
+
+    _durations = field_validator("for_", "keep_firing_for", mode="before")(_duration)
+
+    @field_validator("labels", "annotations", mode="before")
+    @classmethod
+    def _stringify(cls, value: Any) -> Any:
+        # Prometheus label values are strings; accept YAML numbers and booleans as written.
+        if isinstance(value, dict):
+            return {k: (str(v).lower() if isinstance(v, bool) else str(v)) if v is not None else "" for k, v in value.items()}
+        return value
+
+
+class _GroupSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    rules: list[Any] = Field(default_factory=list)
+
+
+class _FileSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    groups: list[_GroupSpec]
+
+
+_KNOWN_KEYS = {
+    "file": tuple(_FileSpec.model_fields),
+    "group": tuple(_GroupSpec.model_fields),
+    "rule": tuple(f.alias or n for n, f in _RuleSpec.model_fields.items()),
+}
+
+
+def _suggest(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+class _Collector:
+    """Gathers errors for one file with the group/rule context Prometheus prints."""
+
+    def __init__(self, doc: YamlDocument) -> None:
+        self.doc = doc
+        self.errors: list[RuleError] = []
+
+    def context(self, path: Sequence[Any]) -> str:
+        if len(path) >= 2 and path[0] == "groups" and isinstance(path[1], int):
+            groups = self.doc.data.get("groups") if isinstance(self.doc.data, dict) else None
+            group = groups[path[1]] if isinstance(groups, list) and path[1] < len(groups) else None
+            gname = group.get("name") if isinstance(group, dict) else None
+            text = f'group "{gname}"' if gname else f"group {path[1] + 1}"
+            if len(path) >= 4 and path[2] == "rules" and isinstance(path[3], int) and isinstance(group, dict):
+                rules = group.get("rules")
+                rule = rules[path[3]] if isinstance(rules, list) and path[3] < len(rules) else None
+                rname = rule.get("alert") if isinstance(rule, dict) else None
+                text += f", rule {path[3] + 1}" + (f' "{rname}"' if rname else "")
+            return text
+        return ""
+
+    def add(self, path: Sequence[Any], reason: str, *, key: bool = False) -> None:
+        self.errors.append(RuleError(reason, self.doc.where(path, key=key), self.context(path)))
+
+
+def _schema_errors(exc: ValidationError, out: _Collector, prefix: tuple[Any, ...] = ()) -> set[str]:
+    """Report pydantic's errors at their YAML positions; return the rule keys at fault."""
+    bad_keys: set[str] = set()
+    for err in exc.errors():
+        loc = prefix + tuple("for" if p == "for_" else p for p in err["loc"])
+        if err["loc"]:
+            bad_keys.add(str(err["loc"][0]))
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            level = "rule" if "rules" in loc else "group" if "groups" in loc and len(loc) > 2 else "file"
+            if len(loc) == 2 and loc[0] == "groups":
+                level = "group"
+            name = str(loc[-1])
+            out.add(loc, f"unknown key {name!r}{_suggest(name, _KNOWN_KEYS[level])}", key=True)
+        elif kind == "missing":
+            out.add(loc[:-1], f"missing required key {loc[-1]!r}")
+        elif kind == "literal_error" and loc[-1] == "source":
+            out.add(loc, f"source must be one of inference, llm, gpu, got {err['input']!r}")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            out.add(loc, f"{loc[-1]}: {msg}")
+    return bad_keys
+
+
+def load_rule_file(path: str | Path, text: str | None = None) -> list[Rule]:
+    """Rules of one file; raises ``RuleFileErrors`` listing every problem found."""
+    doc = load_yaml(path, text)
+    out = _Collector(doc)
+    if doc.data is None:
+        raise RuleFileErrors([RuleError("file is empty (expected a 'groups' list)", Location(doc.file, 1, 1))])
+    if not isinstance(doc.data, dict):
+        raise RuleFileErrors([RuleError("top level must be a mapping with a 'groups' list", doc.where(()))])
+    try:
+        spec = _FileSpec.model_validate(doc.data)
+    except ValidationError as exc:
+        _schema_errors(exc, out)
+        raise RuleFileErrors(out.errors) from None
+    rules = _compile(spec, out)
+    if out.errors:
+        raise RuleFileErrors(out.errors)
+    return rules
+
+
+def _compile(spec: _FileSpec, out: _Collector) -> list[Rule]:
+    rules: list[Rule] = []
+    seen_groups: dict[str, int] = {}
+    for gi, group in enumerate(spec.groups):
+        if group.name in seen_groups:
+            out.add(("groups", gi, "name"), f'duplicate group name "{group.name}" (first at group {seen_groups[group.name] + 1})')
+        seen_groups.setdefault(group.name, gi)
+        seen_alerts: dict[str, int] = {}
+        for ri, raw in enumerate(group.rules):
+            path = ("groups", gi, "rules", ri)
+            rule_spec = _validate_rule(raw, path, out)
+            if rule_spec is None:
+                continue
+            if rule_spec.alert in seen_alerts:
+                out.add(path + ("alert",), f'duplicate alert name "{rule_spec.alert}" in group (first is rule {seen_alerts[rule_spec.alert] + 1})')
+            seen_alerts.setdefault(rule_spec.alert, ri)
+            rule = _compile_rule(group.name, rule_spec, path, out)
+            if rule is not None:
+                rules.append(rule)
+    return rules
+
+
+def _validate_rule(raw: Any, path: tuple[Any, ...], out: _Collector) -> _RuleSpec | None:
+    """Validate one rule; on errors, re-check it without the bad keys so that the
+    remaining problems (unknown detector, bad field names) are reported in the same pass."""
+    if not isinstance(raw, dict):
+        out.add(path, "a rule must be a mapping with at least 'alert', 'source' and 'detector'")
+        return None
+    try:
+        return _RuleSpec.model_validate(raw)
+    except ValidationError as exc:
+        bad = _schema_errors(exc, out, path)
+    try:
+        spec = _RuleSpec.model_validate({k: v for k, v in raw.items() if k not in bad and k != "for_"})
+    except ValidationError:
+        return None
+    _compile_rule("", spec, path, out)  # report the rest; the rule itself stays rejected
+    return None
+
+
+def _compile_rule(group: str, spec: _RuleSpec, path: tuple[Any, ...], out: _Collector) -> Rule | None:
+    before = len(out.errors)
+    source = spec.source
+
+    def field_ok(name: Any, where: tuple[Any, ...]) -> bool:
+        if not isinstance(name, str):
+            out.add(where, f"field name must be a string, got {name!r}")
+            return False
+        problem = check_field(source, name)
+        if problem:
+            out.add(where, problem + _suggest(name, known_fields(source)))
+            return False
+        return True
+
+    try:
+        matchers = parse_selector(spec.match)
+    except ValueError as exc:
+        out.add(path + ("match",), f"match: {exc}")
+        matchers = []
+    for m in matchers:
+        field_ok(m.name, path + ("match",))
+
+    by = tuple(spec.by) if spec.by is not None else DEFAULT_BY[source]
+    for i, name in enumerate(by):
+        field_ok(name, path + ("by", i) if spec.by is not None else path)
+    if len(set(by)) != len(by):
+        out.add(path + ("by",), "by lists a field twice")
+
+    det = dict(spec.detector)
+    dpath = path + ("detector",)
+    kind = det.pop("kind", None)
+    obs_field = det.pop("field", None)
+    equals = det.pop("equals", None)
+    detector_class = None
+    params: dict[str, Any] = {}
+    if kind is None:
+        out.add(dpath, "detector: missing required key 'kind'")
+    elif kind not in DETECTORS:
+        out.add(dpath + ("kind",), f'unknown detector "{kind}"{_suggest(str(kind), DETECTORS)}')
+    else:
+        detector_class = DETECTORS[kind]
+    if obs_field is None:
+        out.add(dpath, "detector: missing required key 'field' (the event field the detector observes)")
+    else:
+        field_ok(obs_field, dpath + ("field",))
+    if equals is not None and not isinstance(equals, (str, int, float)):
+        out.add(dpath + ("equals",), "detector.equals must be a scalar")
+    if detector_class is not None:
+        allowed = detector_class.param_names()
+        for name, value in det.items():
+            if name not in allowed:
+                out.add(dpath + (name,), f'unknown parameter "{name}" for detector "{kind}"{_suggest(name, allowed + _OBSERVATION_KEYS)}', key=True)
+                continue
+            if name.endswith("_s") and isinstance(value, str):
+                try:
+                    value = parse_duration(value)
+                except ValueError as exc:
+                    out.add(dpath + (name,), f"{name}: {exc}")
+                    continue
+            params[name] = value
+        if len(out.errors) == before:
+            try:
+                detector_class(**params)
+            except DetectorError as exc:
+                out.add(dpath, f'detector "{kind}": {exc}')
+            except TypeError as exc:
+                out.add(dpath, f'detector "{kind}": {exc}')
+
+    for name in spec.labels:
+        if not _is_label_name(name) or name == "alertname":
+            out.add(path + ("labels", name), f"invalid label name {name!r}", key=True)
+    series_labels = tuple(series_label(n) for n in by)
+    carried = set(series_labels) | set(spec.labels) | {"alertname"}
+    annotations = {}
+    for name, text in spec.annotations.items():
+        try:
+            annotations[name] = compile_template(text, carried)
+        except ValueError as exc:
+            out.add(path + ("annotations", name), f"annotation {name!r}: {exc}")
+
+    for ai, action in enumerate(spec.actions):
+        atype = action.get("type")
+        if atype not in ACTIONS:
+            known = ", ".join(ACTIONS) or "none are available yet"
+            out.add(path + ("actions", ai), f'unknown action type "{atype}" (known: {known}){_suggest(str(atype), ACTIONS)}')
+
+    if len(out.errors) != before or detector_class is None or obs_field is None:
+        return None
+    return Rule(
+        id=f"{group}/{spec.alert}",
+        group=group,
+        name=spec.alert,
+        source=source,
+        selector=spec.match,
+        by=by,
+        field=obs_field,
+        equals=None if equals is None else str(equals),
+        detector_class=detector_class,
+        detector_params=params,
+        for_s=spec.for_,
+        keep_firing_for_s=spec.keep_firing_for,
+        labels=dict(spec.labels),
+        annotations=annotations,
+        actions=tuple(spec.actions),
+        location=out.doc.where(path),
+        _matchers=tuple(m.compile() for m in matchers),
+        _by_getters=tuple(field_getter(n) for n in by),
+        _by_labels=series_labels,
+        _field_getter=field_getter(obs_field),
+    )
+
+
+def _is_label_name(name: str) -> bool:
+    return re.match(_LABEL_NAME, name) is not None
+
+
+def load_rules(paths: Iterable[str | Path]) -> RuleSet:
+    """Every rule of every file (directories are read for ``*.yaml``/``*.yml``).
+
+    All files are checked before anything is returned: one bad file fails the whole
+    load, which is what lets hot reload keep the old rules running.
+    """
+    files = _expand(paths)
+    rules: list[Rule] = []
+    errors: list[RuleError] = []
+    group_files: dict[str, str] = {}
+    for file in files:
+        try:
+            loaded = load_rule_file(file)
+        except RuleFileErrors as exc:
+            errors.extend(exc.errors)
+            continue
+        except RuleError as exc:
+            errors.append(exc)
+            continue
+        reported: set[str] = set()
+        for rule in loaded:
+            first = group_files.setdefault(rule.group, str(file))
+            if first != str(file) and rule.group not in reported:
+                reported.add(rule.group)
+                errors.append(RuleError(f'group "{rule.group}" is also defined in {first}; group names must be unique', rule.location))
+        rules.extend(loaded)
+    if errors:
+        raise RuleFileErrors(errors)
+    return RuleSet(rules=tuple(rules), files=tuple(str(f) for f in files))
+
+
+def _expand(paths: Iterable[str | Path]) -> list[Path]:
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            out.extend(sorted(q for q in p.iterdir() if q.suffix in (".yaml", ".yml") and not q.name.endswith((".test.yaml", ".test.yml"))))
+        else:
+            out.append(p)
+    return out

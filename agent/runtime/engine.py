@@ -1,0 +1,135 @@
+"""The rule engine: each event goes to the rules it fits, each (rule, series) to its detector.
+
+Detector state is created lazily on a series' first event and kept in one bounded
+table. When the table is full, the idle series least recently seen is evicted, never
+one with a pending or firing alert (its resolution would be lost).
+
+Event time rule (stated once, here): a series' clock only moves forward. An event older
+than its series' clock is evaluated at that clock (so windows stay ordered), and the
+pipeline rejects events more than ``max_lateness_s`` behind their owner's clock before
+they reach the engine (they go to the dead-letter topic, reason ``late``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Container
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.model import Finding, Score
+from agent.rules import Rule, RuleSet
+from detectors.base import Detector
+
+__all__ = ["RuleEngine", "SeriesState"]
+
+SeriesKey = tuple[str, tuple[str, ...]]
+_TIMING_SAMPLE_EVERY = 64
+
+
+@dataclass(slots=True)
+class SeriesState:
+    """What the engine remembers of one (rule, series): its detector and last verdict."""
+
+    rule: Rule
+    key: tuple[str, ...]
+    detector: Detector
+    last_ts: float = float("-inf")
+    last_score: Score | None = None
+
+
+@dataclass
+class RuleEngine:
+    """Dispatches events to rules and series; pure, synchronous, bounded."""
+
+    rules: RuleSet
+    max_series: int = 100_000
+    protected: Container[SeriesKey] = field(default_factory=frozenset)
+    _table: OrderedDict[SeriesKey, SeriesState] = field(default_factory=OrderedDict, init=False)
+    evicted: int = field(default=0, init=False)
+    timings: list[tuple[str, float]] = field(default_factory=list, init=False)
+    _updates: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        if self.max_series < 1:
+            raise ValueError(f"max_series must be >= 1, got {self.max_series}")
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def series(self, key: SeriesKey) -> SeriesState | None:
+        return self._table.get(key)
+
+    def swap_rules(self, rules: RuleSet) -> None:
+        """Take new rules; series of unchanged rules keep their learned state.
+
+        A rule counts as unchanged when its id, detector, parameters, observed field
+        and series key are the same. Anything else starts from a fresh detector.
+        """
+        old = self.rules.by_id()
+        new = rules.by_id()
+        kept: OrderedDict[SeriesKey, SeriesState] = OrderedDict()
+        for key, state in self._table.items():
+            rule = new.get(key[0])
+            if rule is not None and _same_learning(old[key[0]], rule):
+                state.rule = rule
+                kept[key] = state
+        self._table = kept
+        self.rules = rules
+
+    def observe(self, source: str, event: Any, ts: float) -> list[Finding]:
+        """Update every matching rule's series; return the findings worth a lifecycle step.
+
+        A finding is returned when the verdict is active or when the series already has
+        an alert (so that the alert can be resolved); quiet series produce nothing.
+        """
+        findings: list[Finding] = []
+        table = self._table
+        for rule in self.rules.for_source(source):
+            if not rule.matches(event):
+                continue
+            x = rule.observe(event)
+            if x is None:
+                continue
+            key = rule.series(event)
+            skey = (rule.id, key)
+            state = table.get(skey)
+            if state is None:
+                state = SeriesState(rule, key, rule.new_detector())
+                table[skey] = state
+                if len(table) > self.max_series:
+                    self._evict()
+            else:
+                table.move_to_end(skey)
+            if ts > state.last_ts:
+                state.last_ts = ts
+            self._updates += 1
+            if self._updates % _TIMING_SAMPLE_EVERY == 0:
+                t0 = time.perf_counter()
+                score = state.detector.update(x, state.last_ts)
+                self.timings.append((rule.detector_class.kind, time.perf_counter() - t0))
+            else:
+                score = state.detector.update(x, state.last_ts)
+            state.last_score = score
+            if score.active or skey in self.protected:
+                findings.append(Finding(rule.id, key, state.last_ts, score))
+        return findings
+
+    def _evict(self) -> None:
+        for skey in self._table:
+            if skey not in self.protected:
+                del self._table[skey]
+                self.evicted += 1
+                return
+        # every series has an alert: the table may exceed its bound rather than lose one
+
+
+def _same_learning(a: Rule, b: Rule) -> bool:
+    return (
+        a.detector_class is b.detector_class
+        and dict(a.detector_params) == dict(b.detector_params)
+        and a.field == b.field
+        and a.equals == b.equals
+        and a.by == b.by
+    )

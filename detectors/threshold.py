@@ -1,0 +1,185 @@
+"""Fixed threshold on an observation or on its aggregate over a sliding event-time window."""
+
+from __future__ import annotations
+
+import bisect
+import math
+import operator
+import re
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from agent.errors import DetectorError
+from agent.model import Score
+
+from .base import Detector
+
+__all__ = ["Threshold"]
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
+_PLAIN_AGGS = ("last", "mean", "max", "min", "sum", "count", "rate")
+_QUANTILE = re.compile(r"^p(\d{1,2}(?:\.\d+)?)$")
+
+
+class Threshold(Detector):
+    """Compare an observation, or an aggregate of a sliding window of them, with a value.
+
+    The Prometheus-style rule every SRE already knows (``p99 latency > 500 ms over 1m``),
+    computed on the event stream so it reacts to the first bad events rather than to
+    the next scrape. It learns nothing: use it where the limit is known (an SLO, a
+    hard capacity); the adaptive detectors cover the rest.
+
+    Parameters
+    ----------
+    op
+        Comparison, one of ``>``, ``>=``, ``<``, ``<=``, ``==``, ``!=``.
+    threshold
+        The value the aggregate is compared with, in the observed field's unit.
+    agg
+        ``last`` (the observation itself), ``mean``, ``max``, ``min``, ``sum``,
+        ``count`` (events in the window), ``rate`` (sum per second of the window), or a
+        quantile ``pNN`` such as ``p95`` or ``p99.9``.
+    window_s
+        Length of the sliding window in event-time seconds; 0 means the last value.
+    min_count
+        Events needed in the window before the detector gives an active verdict, so a
+        single slow request on a quiet series does not page.
+    max_samples
+        Bound on the samples kept per series; the oldest are dropped beyond it.
+
+    Examples
+    --------
+    >>> from detectors.threshold import Threshold
+    >>> det = Threshold(op=">", threshold=500.0, agg="p90", window_s=10.0, min_count=5)
+    >>> stream = [100.0] * 20 + [900.0] * 10
+    >>> first = next(i for i, x in enumerate(stream) if det.update(x, ts=float(i)).active)
+    >>> first
+    21
+
+    """
+
+    kind = "threshold"
+
+    def __init__(
+        self,
+        *,
+        op: str = ">",
+        threshold: float = 0.0,
+        agg: str = "last",
+        window_s: float = 0.0,
+        min_count: int = 1,
+        max_samples: int = 20_000,
+    ) -> None:
+        if op not in _OPS:
+            raise DetectorError(f"op {op!r} is not one of {', '.join(_OPS)}")
+        quantile = _QUANTILE.match(agg)
+        if agg not in _PLAIN_AGGS and not quantile:
+            raise DetectorError(
+                f"agg {agg!r} is not one of {', '.join(_PLAIN_AGGS)} or a quantile like p99"
+            )
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+            raise DetectorError(f"threshold must be a number, got {threshold!r}")
+        if not math.isfinite(threshold):
+            raise DetectorError("threshold must be finite")
+        if not isinstance(window_s, (int, float)) or window_s < 0:
+            raise DetectorError(f"window_s must be a non-negative number of seconds, got {window_s!r}")
+        if agg not in ("last",) and window_s == 0:
+            raise DetectorError(f"agg {agg!r} needs a window_s > 0")
+        if not isinstance(min_count, int) or min_count < 1:
+            raise DetectorError(f"min_count must be an integer >= 1, got {min_count!r}")
+        if not isinstance(max_samples, int) or max_samples < 1:
+            raise DetectorError(f"max_samples must be an integer >= 1, got {max_samples!r}")
+        self.op = op
+        self.threshold = float(threshold)
+        self.agg = agg
+        self.window_s = float(window_s)
+        self.min_count = min_count
+        self.max_samples = max_samples
+        self._cmp = _OPS[op]
+        self._q = float(quantile.group(1)) / 100.0 if quantile else None
+        if self._q is not None and not 0.0 < self._q <= 1.0:
+            raise DetectorError(f"quantile {agg!r} must be between p0 and p100")
+        self._samples: deque[tuple[float, float]] = deque()
+        self._sorted: list[float] = []
+        self._sum = 0.0
+        self._last = math.nan
+
+    def update(self, x: float, ts: float) -> Score:
+        self._last = x
+        if self.window_s == 0.0:
+            active = self._cmp(x, self.threshold)
+            return Score(1.0 if active else 0.0, active, x, {"threshold": self.threshold})
+        self._add(x, ts)
+        return self.evaluate(ts)
+
+    def evaluate(self, ts: float) -> Score:
+        """Score the window as it stands at ``ts`` (expiring what fell out of it)."""
+        self._expire(ts)
+        n = len(self._samples)
+        value = self._aggregate(n)
+        active = n >= self.min_count and self._cmp(value, self.threshold)
+        evidence = {"threshold": self.threshold, "agg": self.agg, "window_s": self.window_s, "n": n}
+        return Score(1.0 if active else 0.0, active, value, evidence)
+
+    # --- window bookkeeping -----------------------------------------------------------
+    def _add(self, x: float, ts: float) -> None:
+        self._samples.append((ts, x))
+        self._sum += x
+        if self._q is not None or self.agg in ("max", "min"):
+            bisect.insort(self._sorted, x)
+        if len(self._samples) > self.max_samples:
+            self._drop_oldest()
+
+    def _expire(self, ts: float) -> None:
+        horizon = ts - self.window_s
+        samples = self._samples
+        while samples and samples[0][0] <= horizon:
+            self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        _, x = self._samples.popleft()
+        self._sum -= x
+        if self._sorted:
+            del self._sorted[bisect.bisect_left(self._sorted, x)]
+        if not self._samples:
+            self._sum = 0.0  # no float residue on an empty window
+
+    def _aggregate(self, n: int) -> float:
+        agg = self.agg
+        if n == 0:
+            return 0.0 if agg in ("count", "sum", "rate") else math.nan
+        if agg == "count":
+            return float(n)
+        if agg == "sum":
+            return self._sum
+        if agg == "rate":
+            return self._sum / self.window_s
+        if agg == "mean":
+            return self._sum / n
+        if agg == "max":
+            return self._sorted[-1]
+        if agg == "min":
+            return self._sorted[0]
+        if agg == "last":
+            return self._last
+        assert self._q is not None
+        return self._sorted[max(0, math.ceil(self._q * n) - 1)]
+
+    # --- checkpoints ------------------------------------------------------------------
+    def _dump(self) -> Any:
+        return {"samples": list(self._samples), "last": None if math.isnan(self._last) else self._last}
+
+    def _load(self, state: Any) -> None:
+        self._samples = deque((float(t), float(x)) for t, x in state["samples"])
+        self._sum = math.fsum(x for _, x in self._samples)
+        keep_sorted = self._q is not None or self.agg in ("max", "min")
+        self._sorted = sorted(x for _, x in self._samples) if keep_sorted else []
+        self._last = math.nan if state["last"] is None else float(state["last"])
