@@ -209,6 +209,43 @@ class Alert:
     def name(self) -> str:
         return self.labels.get("alertname", "")
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, as published on the alerts topic (non-finite numbers become null)."""
+        return {
+            "fingerprint": self.fingerprint,
+            "rule_id": self.rule_id,
+            "state": self.state.value,
+            "labels": dict(self.labels),
+            "annotations": dict(self.annotations),
+            "active_at": self.active_at,
+            "fired_at": self.fired_at,
+            "resolved_at": self.resolved_at,
+            "value": _finite_or_none(self.value),
+            "evidence": {k: _finite_or_none(v) for k, v in self.evidence.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Alert":
+        value = data.get("value")
+        return cls(
+            fingerprint=str(data["fingerprint"]),
+            rule_id=str(data["rule_id"]),
+            state=AlertState(data["state"]),
+            labels={str(k): str(v) for k, v in data["labels"].items()},
+            annotations={str(k): str(v) for k, v in data.get("annotations", {}).items()},
+            active_at=float(data["active_at"]),
+            fired_at=None if data.get("fired_at") is None else float(data["fired_at"]),
+            resolved_at=None if data.get("resolved_at") is None else float(data["resolved_at"]),
+            value=math.nan if value is None else float(value),
+            evidence=dict(data.get("evidence") or {}),
+        )
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
 
 def fingerprint(labels: Mapping[str, str]) -> str:
     """A stable id for a label set: the same series of the same rule always maps here."""

@@ -1,0 +1,214 @@
+"""The ``watchkeeper`` command: run, demo, rules check/test, schema.
+
+A user's mistake (bad rules, bad settings) prints one line per problem on stderr and
+exits 1; a traceback means a bug in Watchkeeper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from agent.errors import RuleError, WatchkeeperError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="watchkeeper",
+    help="Event-driven monitoring agent for ML and LLM services: Kafka in, Alertmanager pages out.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+rules_app = typer.Typer(help="Check and unit-test rule files.", no_args_is_help=True)
+app.add_typer(rules_app, name="rules")
+
+_ENV = "WATCHKEEPER_"
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(message, err=True)
+    return typer.Exit(1)
+
+
+@rules_app.command("check")
+def rules_check(files: Annotated[list[Path], typer.Argument(help="Rule files or directories.")]) -> None:
+    """Validate rule files; every problem is printed as file:line:col: reason."""
+    from agent.rules import load_rules
+
+    try:
+        rules = load_rules(files)
+    except RuleError as exc:
+        typer.echo("FAILED:", err=True)
+        raise _fail(str(exc)) from None
+    typer.echo(f"SUCCESS: {len(rules)} rules found in {len(rules.files)} file(s)")
+
+
+@rules_app.command("test")
+def rules_test(files: Annotated[list[Path], typer.Argument(help="Rule test files (promtool style).")]) -> None:
+    """Run rule unit tests: input events as series, expected alerts at eval times."""
+    from agent.ruletest import run_test_file
+
+    failed = 0
+    for file in files:
+        typer.echo(f"Unit Testing: {file}")
+        try:
+            result = run_test_file(file)
+        except RuleError as exc:
+            typer.echo(f"  FAILED:\n{exc}", err=True)
+            failed += 1
+            continue
+        if result.ok:
+            typer.echo(f"  SUCCESS ({result.groups} groups, {result.cases} cases)")
+        else:
+            failed += 1
+            typer.echo("  FAILED:", err=True)
+            for failure in result.failures:
+                typer.echo(failure, err=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def schema(
+    source: Annotated[Optional[str], typer.Option(help="Only this source: inference, llm or gpu.")] = None,
+) -> None:
+    """Print the wire contract (events on Kafka) as JSON Schema."""
+    from agent.model import EVENT_ADAPTER, GpuEvent, InferenceEvent, LlmEvent
+
+    models = {"inference": InferenceEvent, "llm": LlmEvent, "gpu": GpuEvent}
+    if source is None:
+        doc = EVENT_ADAPTER.json_schema()
+        doc["title"] = "Watchkeeper event"
+    elif source in models:
+        doc = models[source].model_json_schema()
+    else:
+        raise _fail(f"unknown source {source!r} (inference, llm or gpu)")
+    doc["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    typer.echo(json.dumps(doc, indent=2, sort_keys=True))
+
+
+@app.command()
+def run(
+    kafka_bootstrap: Annotated[str, typer.Option(envvar=_ENV + "KAFKA_BOOTSTRAP", help="Kafka bootstrap servers, host:port[,host:port].")],
+    rules: Annotated[str, typer.Option(envvar=_ENV + "RULES", help="Rule files or directories, comma-separated.")],
+    alertmanager_url: Annotated[str, typer.Option(envvar=_ENV + "ALERTMANAGER_URL", help="Alertmanager base URL(s), comma-separated (HA pair). Empty: print pages to stdout.")] = "",
+    alertmanager_token_file: Annotated[str, typer.Option(envvar=_ENV + "ALERTMANAGER_TOKEN_FILE", help="File holding a bearer token for Alertmanager.")] = "",
+    http_addr: Annotated[str, typer.Option(envvar=_ENV + "HTTP_ADDR", help="Listen address for /metrics, /healthz, /readyz.")] = "0.0.0.0:9464",
+    external_url: Annotated[str, typer.Option(envvar=_ENV + "EXTERNAL_URL", help="This agent's URL, used as the alerts' generatorURL.")] = "",
+    group_id: Annotated[str, typer.Option(envvar=_ENV + "GROUP_ID", help="Kafka consumer group.")] = "watchkeeper",
+    topic_inference: Annotated[str, typer.Option(envvar=_ENV + "TOPIC_INFERENCE")] = "watchkeeper.inference",
+    topic_llm: Annotated[str, typer.Option(envvar=_ENV + "TOPIC_LLM")] = "watchkeeper.llm",
+    topic_gpu: Annotated[str, typer.Option(envvar=_ENV + "TOPIC_GPU")] = "watchkeeper.gpu",
+    topic_dlq: Annotated[str, typer.Option(envvar=_ENV + "TOPIC_DLQ")] = "watchkeeper.dlq",
+    topic_alerts: Annotated[str, typer.Option(envvar=_ENV + "TOPIC_ALERTS", help="Durable outbox of alert transitions.")] = "watchkeeper.alerts",
+    batch_max_records: Annotated[int, typer.Option(envvar=_ENV + "BATCH_MAX_RECORDS")] = 1000,
+    max_event_bytes: Annotated[int, typer.Option(envvar=_ENV + "MAX_EVENT_BYTES")] = 256 * 1024,
+    max_series: Annotated[int, typer.Option(envvar=_ENV + "MAX_SERIES", help="Bound on (rule, series) states; idle ones are evicted.")] = 100_000,
+    resend_interval: Annotated[float, typer.Option(envvar=_ENV + "RESEND_INTERVAL_S", help="Seconds between re-sends of firing alerts.")] = 60.0,
+    processed_log: Annotated[str, typer.Option(envvar=_ENV + "PROCESSED_LOG", help="Append every processed topic/partition/offset here (audit of at-least-once).")] = "",
+    log_level: Annotated[str, typer.Option(envvar=_ENV + "LOG_LEVEL")] = "info",
+    log_json: Annotated[bool, typer.Option(envvar=_ENV + "LOG_JSON", help="JSON log lines (else human-readable).")] = True,
+) -> None:
+    """Run the agent. Every option also reads its WATCHKEEPER_* environment variable.
+
+    Kafka security comes from WATCHKEEPER_KAFKA_SECURITY_PROTOCOL, _SASL_MECHANISM,
+    _SASL_USERNAME, _SASL_PASSWORD (or _SASL_PASSWORD_FILE), _SSL_CAFILE, _SSL_CERTFILE
+    and _SSL_KEYFILE.
+    """
+    from agent.config import AgentConfig, KafkaConfig, Topics, kafka_security_from_env, parse_urls
+    from agent.logs import configure_logging
+
+    try:
+        configure_logging(log_level, json=log_json)
+        headers = {}
+        if alertmanager_token_file:
+            headers["Authorization"] = "Bearer " + Path(alertmanager_token_file).read_text(encoding="utf-8").strip()
+        config = AgentConfig(
+            kafka=KafkaConfig(kafka_bootstrap, group_id=group_id, security=kafka_security_from_env(), batch_max_records=batch_max_records),
+            rules=tuple(r.strip() for r in rules.split(",") if r.strip()),
+            topics=Topics(topic_inference, topic_llm, topic_gpu, topic_dlq, topic_alerts),
+            alertmanager_urls=parse_urls(alertmanager_url, _ENV + "ALERTMANAGER_URL"),
+            alertmanager_headers=headers,
+            http_addr=http_addr,
+            external_url=external_url,
+            max_event_bytes=max_event_bytes,
+            max_series=max_series,
+            resend_interval_s=resend_interval,
+            processed_log=processed_log or None,
+        )
+        asyncio.run(_run(config))
+    except (WatchkeeperError, ValueError, OSError) as exc:
+        raise _fail(f"watchkeeper: {exc}") from None
+
+
+async def _run(config: "AgentConfig") -> None:  # noqa: F821 - imported lazily above
+    from agent.runtime.alertmanager import AlertmanagerClient
+    from agent.runtime.app import AgentApp
+    from agent.runtime.notifier import AlertSink, TerminalSink
+    from agent.runtime.selfmetrics import SelfMetrics
+
+    metrics = SelfMetrics()
+    sink: AlertSink
+    client = None
+    if config.alertmanager_urls:
+        client = AlertmanagerClient(
+            config.alertmanager_urls,
+            metrics=metrics,
+            resend_interval_s=config.resend_interval_s,
+            generator_url=config.external_url,
+            headers=config.alertmanager_headers,
+        )
+        sink = client
+    else:
+        sink = TerminalSink()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await AgentApp(config, sink, metrics=metrics).run_until(stop)
+    finally:
+        if client is not None:
+            await client.aclose()
+
+
+@app.command()
+def demo(
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 120.0,
+) -> None:
+    """Run a self-contained demo: embedded broker, simulated services with faults, the agent.
+
+    Uses WATCHKEEPER_KAFKA_BOOTSTRAP and WATCHKEEPER_ALERTMANAGER_URL when they are set.
+    """
+    from agent.config import parse_urls
+    from agent.demo import run_demo
+    from agent.logs import configure_logging
+
+    configure_logging("warning", json=False)
+    try:
+        status = asyncio.run(
+            run_demo(
+                bootstrap=os.environ.get(_ENV + "KAFKA_BOOTSTRAP") or None,
+                alertmanager_urls=parse_urls(os.environ.get(_ENV + "ALERTMANAGER_URL"), _ENV + "ALERTMANAGER_URL"),
+                timeout_s=timeout,
+            )
+        )
+    except WatchkeeperError as exc:
+        raise _fail(f"watchkeeper: {exc}") from None
+    raise typer.Exit(status)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

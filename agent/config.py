@@ -1,0 +1,167 @@
+"""Typed, validated settings, parsed once; every component gets only its own part.
+
+Endpoints and secrets come from environment variables (or files they point at), never
+from code: the CLI maps ``WATCHKEEPER_*`` variables and flags onto these objects, and a
+bad value fails with the variable's name and what a good one looks like.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from agent.errors import ConfigError
+
+__all__ = ["AgentConfig", "KafkaConfig", "Topics", "kafka_security_from_env", "parse_addr", "parse_urls"]
+
+_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Kafka topic names; every one is configurable."""
+
+    inference: str = "watchkeeper.inference"
+    llm: str = "watchkeeper.llm"
+    gpu: str = "watchkeeper.gpu"
+    dlq: str = "watchkeeper.dlq"
+    alerts: str = "watchkeeper.alerts"
+
+    def sources(self) -> dict[str, str]:
+        """Topic -> source name, for the ingestion subscriber."""
+        return {self.inference: "inference", self.llm: "llm", self.gpu: "gpu"}
+
+    def __post_init__(self) -> None:
+        names = [self.inference, self.llm, self.gpu, self.dlq, self.alerts]
+        if any(not n for n in names):
+            raise ConfigError("topic names must not be empty")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"topic names must be distinct, got {names}")
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    """Where the broker is and how to talk to it."""
+
+    bootstrap: str
+    group_id: str = "watchkeeper"
+    security: Any = None  # a faststream.security object, or None for PLAINTEXT
+    batch_max_records: int = 1000
+    batch_timeout_ms: int = 200
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 3_000
+
+    def __post_init__(self) -> None:
+        if not self.bootstrap:
+            raise ConfigError("Kafka bootstrap servers are empty", "WATCHKEEPER_KAFKA_BOOTSTRAP")
+        if self.batch_max_records < 1:
+            raise ConfigError("batch size must be >= 1", "WATCHKEEPER_BATCH_MAX_RECORDS")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Everything ``watchkeeper run`` needs, validated."""
+
+    kafka: KafkaConfig
+    rules: tuple[str, ...]
+    topics: Topics = field(default_factory=Topics)
+    alertmanager_urls: tuple[str, ...] = ()
+    alertmanager_headers: Mapping[str, str] = field(default_factory=dict)
+    http_addr: str = "0.0.0.0:9464"
+    external_url: str = ""
+    max_event_bytes: int = 256 * 1024
+    max_series: int = 100_000
+    staleness_s: float = 300.0
+    max_lateness_s: float = 600.0
+    max_future_s: float = 300.0
+    resend_interval_s: float = 60.0
+    idle_advance_s: float = 5.0
+    reload_interval_s: float = 2.0
+    processed_log: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.rules:
+            raise ConfigError("no rule files given", "WATCHKEEPER_RULES")
+        parse_addr(self.http_addr)
+        for name in ("max_event_bytes", "max_series"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1")
+        for name in ("staleness_s", "resend_interval_s", "idle_advance_s", "reload_interval_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0")
+
+
+def parse_addr(addr: str) -> tuple[str, int]:
+    """``host:port`` (``:9464`` means all interfaces) to a pair."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{addr!r} is not host:port (e.g. 0.0.0.0:9464)", "WATCHKEEPER_HTTP_ADDR")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def parse_urls(text: str | None, where: str) -> tuple[str, ...]:
+    """Comma-separated http(s) URLs, e.g. an Alertmanager HA pair."""
+    if not text:
+        return ()
+    urls = tuple(u.strip().rstrip("/") for u in text.split(",") if u.strip())
+    for url in urls:
+        parsed = urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ConfigError(f"{url!r} is not an http(s) URL", where)
+    return urls
+
+
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    """``NAME`` or the contents of the file named by ``NAME_FILE`` (Kubernetes secrets)."""
+    if env.get(name):
+        return env[name]
+    path = env.get(f"{name}_FILE")
+    if path:
+        try:
+            return Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror}", f"{name}_FILE") from None
+    return None
+
+
+def kafka_security_from_env(env: Mapping[str, str] | None = None) -> Any:
+    """FastStream security settings from ``WATCHKEEPER_KAFKA_*`` variables.
+
+    ``SECURITY_PROTOCOL`` (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL), ``SASL_MECHANISM``
+    (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512), ``SASL_USERNAME``, ``SASL_PASSWORD`` (or
+    ``SASL_PASSWORD_FILE``), ``SSL_CAFILE``, ``SSL_CERTFILE``, ``SSL_KEYFILE``.
+    """
+    from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
+
+    env = os.environ if env is None else env
+    prefix = "WATCHKEEPER_KAFKA_"
+    protocol = env.get(prefix + "SECURITY_PROTOCOL", "PLAINTEXT").upper()
+    if protocol not in _SECURITY_PROTOCOLS:
+        raise ConfigError(f"{protocol!r} is not one of {', '.join(_SECURITY_PROTOCOLS)}", prefix + "SECURITY_PROTOCOL")
+    if protocol == "PLAINTEXT":
+        return None
+    context = None
+    if protocol.endswith("SSL"):
+        try:
+            context = ssl.create_default_context(cafile=env.get(prefix + "SSL_CAFILE") or None)
+            if env.get(prefix + "SSL_CERTFILE"):
+                context.load_cert_chain(env[prefix + "SSL_CERTFILE"], env.get(prefix + "SSL_KEYFILE") or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load TLS files: {exc}", prefix + "SSL_CAFILE") from None
+    if protocol == "SSL":
+        return BaseSecurity(ssl_context=context, use_ssl=True)
+    mechanism = env.get(prefix + "SASL_MECHANISM", "PLAIN").upper()
+    if mechanism not in _SASL_MECHANISMS:
+        raise ConfigError(f"{mechanism!r} is not one of {', '.join(_SASL_MECHANISMS)}", prefix + "SASL_MECHANISM")
+    username = env.get(prefix + "SASL_USERNAME")
+    password = _secret(env, prefix + "SASL_PASSWORD")
+    if not username or password is None:
+        raise ConfigError("SASL needs a username and a password", prefix + "SASL_USERNAME")
+    cls = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}[mechanism]
+    return cls(username=username, password=password, ssl_context=context, use_ssl=protocol == "SASL_SSL")

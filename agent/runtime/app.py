@@ -1,0 +1,276 @@
+"""One running agent: the FastStream broker, its two subscribers, and the clockwork around them.
+
+* the event subscriber (group ``watchkeeper``) parses batches, runs the pipeline and
+  publishes the effects before its offsets are committed;
+* the notifier subscriber (group ``watchkeeper.notifier``) moves alert transitions from
+  the alerts topic to Alertmanager (or the terminal), committing after delivery;
+* background tasks: advance event time while the stream is quiet, re-send firing
+  alerts, hot-reload rules, export consumer lag;
+* an HTTP server for /metrics, /healthz and /readyz.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+
+from agent.config import AgentConfig
+from agent.logs import get_logger
+from agent.model import Alert, AlertState
+from agent.rules import RuleSet, load_rules
+
+from .http import HttpServer
+from .ingest import BatchProcessor, PositionLog, publish_alerts, publish_outcome
+from .notifier import AlertSink, decode_alerts
+from .pipeline import Pipeline
+from .reload import RuleReloader
+from .selfmetrics import SelfMetrics
+
+__all__ = ["AgentApp"]
+
+_log = get_logger(__name__)
+
+
+async def _raw_records(msg: Any) -> Any:
+    """Hand the handler aiokafka's records untouched: we parse the bytes ourselves."""
+    return msg.raw_message
+
+
+class AgentApp:
+    """Wires config, pipeline, broker, sink and HTTP together; ``start`` / ``stop``."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        sink: AlertSink,
+        *,
+        metrics: SelfMetrics | None = None,
+        rules: RuleSet | None = None,
+        on_transition: Callable[[Alert], None] | None = None,
+        serve_http: bool = True,
+    ) -> None:
+        self.config = config
+        self.sink = sink
+        self.metrics = metrics or SelfMetrics()
+        self.rules = rules if rules is not None else load_rules(config.rules)
+        self.pipeline = Pipeline(
+            self.rules,
+            max_series=config.max_series,
+            staleness_s=config.staleness_s,
+            max_lateness_s=config.max_lateness_s,
+        )
+        self.metrics.rules_loaded.set(len(self.rules))
+        self.metrics.rules_last_reload_ok.set(1)
+        self._on_transition = on_transition
+        self._stopping = asyncio.Event()
+        self._started = False
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._last_batch_wall = time.monotonic()
+        self._unsent: list[Alert] = []
+        self._positions = PositionLog(config.processed_log) if config.processed_log else None
+        self.processor = BatchProcessor(
+            pipeline=lambda: self.pipeline,
+            metrics=self.metrics,
+            max_event_bytes=config.max_event_bytes,
+            max_future_s=config.max_future_s,
+            topic_sources=config.topics.sources(),
+            record_positions=self._positions is not None,
+        )
+        self.reloader = RuleReloader(config.rules, self._apply_rules, self.metrics, interval_s=config.reload_interval_s)
+        self.broker = self._build_broker()
+        self.http = HttpServer(config.http_addr, self.metrics.registry, self.readiness) if serve_http else None
+
+    # --- wiring -------------------------------------------------------------------------
+    def _build_broker(self) -> KafkaBroker:
+        cfg = self.config
+        broker = KafkaBroker(
+            cfg.kafka.bootstrap,
+            security=cfg.kafka.security,
+            client_id="watchkeeper",
+            graceful_timeout=10.0,
+            logger=None,
+        )
+        topics = cfg.topics
+        consumer_opts = dict(
+            batch=True,
+            max_records=cfg.kafka.batch_max_records,
+            batch_timeout_ms=cfg.kafka.batch_timeout_ms,
+            auto_offset_reset="earliest",
+            session_timeout_ms=cfg.kafka.session_timeout_ms,
+            heartbeat_interval_ms=cfg.kafka.heartbeat_interval_ms,
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            decoder=_raw_records,
+        )
+
+        @broker.subscriber(topics.inference, topics.llm, topics.gpu, group_id=cfg.kafka.group_id, **consumer_opts)
+        async def on_events(records: Any) -> None:
+            await self.handle_events(records)
+
+        @broker.subscriber(
+            topics.alerts,
+            group_id=f"{cfg.kafka.group_id}.notifier",
+            max_poll_interval_ms=3_600_000,
+            **consumer_opts,
+        )
+        async def on_alerts(records: Any) -> None:
+            await self.handle_alerts(records)
+
+        self._event_subscriber = on_events
+        return broker
+
+    # --- handlers -----------------------------------------------------------------------
+    async def handle_events(self, records: Any) -> None:
+        """Process a batch; publish its effects; return only when they are durable."""
+        with self.metrics.batch_duration.time():
+            outcome = self.processor.process(records)
+        self._last_batch_wall = time.monotonic()
+        await publish_outcome(
+            self.broker, outcome, dlq_topic=self.config.topics.dlq, alerts_topic=self.config.topics.alerts
+        )
+        if self._positions is not None:
+            self._positions.append(outcome.positions)
+        self._after_transitions(outcome.transitions)
+
+    async def handle_alerts(self, records: Any) -> None:
+        """Deliver alert transitions; raising makes FastStream rewind and redeliver them."""
+        alerts = decode_alerts(r.value for r in records)
+        if not alerts:
+            return
+        delivered = await self.sink.deliver(alerts, stop=self._stopping)
+        if delivered:
+            return
+        if self._stopping.is_set():
+            raise RuntimeError("alerts not delivered before shutdown; they will be redelivered")
+        # Every Alertmanager refused the body as invalid (4xx): retrying cannot help and
+        # would hold back every later page. The client logged and counted the refusal.
+        _log.error("alerts refused by every Alertmanager; dropped", fingerprints=[a.fingerprint for a in alerts])
+
+    def _after_transitions(self, alerts: list[Alert]) -> None:
+        for a in alerts:
+            self.metrics.alert_transitions.labels(a.state.value).inc()
+            if a.state is AlertState.FIRING:
+                self.metrics.findings.labels(a.name).inc()
+            if self._on_transition is not None:
+                self._on_transition(a)
+        counts = self.pipeline.lifecycle.counts()
+        for state, n in counts.items():
+            self.metrics.alerts.labels(state).set(n)
+        self.metrics.series.set(len(self.pipeline.engine))
+        engine = self.pipeline.engine
+        if engine.evicted:
+            self.metrics.series_evicted.inc(engine.evicted)
+            engine.evicted = 0
+        for kind, seconds in engine.timings:
+            self.metrics.detector_update.labels(kind).observe(seconds)
+        engine.timings.clear()
+
+    async def _apply_rules(self, rules: RuleSet) -> None:
+        transitions = self.pipeline.reload(rules)
+        self.rules = rules
+        await self._publish_alerts(transitions)
+
+    async def _publish_alerts(self, alerts: list[Alert]) -> None:
+        """Publish transitions made outside a batch; keep them for the next try on failure."""
+        pending = self._unsent + alerts
+        self._unsent = []
+        if not pending:
+            return
+        try:
+            await asyncio.gather(*publish_alerts(self.broker, pending, self.config.topics.alerts))
+        except Exception as exc:  # noqa: BLE001 - any broker error: keep them and retry
+            self._unsent = pending
+            _log.warning("could not publish alert transitions; will retry", error=str(exc), count=len(pending))
+            return
+        self._after_transitions(alerts)
+
+    # --- background clockwork ---------------------------------------------------------
+    async def _every(self, interval_s: float, step: Callable[[], Awaitable[None]], name: str) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=interval_s)
+            if self._stopping.is_set():
+                return
+            try:
+                await step()
+            except Exception:  # noqa: BLE001 - a failed round is logged and retried
+                _log.exception("background task failed; retrying", task=name)
+
+    async def _advance_idle_clock(self) -> None:
+        """When no events arrive, let event time follow wall time so alerts can resolve."""
+        idle = time.monotonic() - self._last_batch_wall
+        if idle < self.config.idle_advance_s or self.pipeline.clock == float("-inf"):
+            await self._publish_alerts([])
+            return
+        await self._publish_alerts(self.pipeline.tick(self.pipeline.clock + 1.0))
+
+    async def _resend_firing(self) -> None:
+        """Re-send firing alerts, as Prometheus does, so Alertmanager keeps them alive."""
+        firing = self.pipeline.firing()
+        if firing:
+            await asyncio.gather(*publish_alerts(self.broker, firing, self.config.topics.alerts))
+
+    async def _export_lag(self) -> None:
+        consumer = getattr(self._event_subscriber, "consumer", None)
+        if consumer is None:
+            return
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            position = await consumer.position(tp)
+            self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
+
+    # --- lifecycle ----------------------------------------------------------------------
+    def readiness(self) -> tuple[bool, str]:
+        if not self._started:
+            return False, "starting"
+        if self._stopping.is_set():
+            return False, "stopping"
+        return True, ""
+
+    async def start(self) -> None:
+        if self.http is not None:
+            await self.http.start()
+        await self.broker.start()
+        self._tasks = [
+            asyncio.create_task(self._every(1.0, self._advance_idle_clock, "idle-clock")),
+            asyncio.create_task(self._every(self.config.resend_interval_s, self._resend_firing, "resend")),
+            asyncio.create_task(self._every(5.0, self._export_lag, "lag")),
+            asyncio.create_task(self.reloader.run()),
+        ]
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, self.reloader.request)
+        self._started = True
+        _log.info("agent started", rules=len(self.rules), bootstrap=self.config.kafka.bootstrap)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(Exception):
+            await self.broker.stop()
+        if self.http is not None:
+            await self.http.stop()
+        if self._positions is not None:
+            self._positions.close()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        _log.info("agent stopped")
+
+    async def run_until(self, stop: asyncio.Event) -> None:
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
