@@ -7,7 +7,8 @@ import math
 import operator
 import re
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from agent.errors import DetectorError
@@ -27,6 +28,7 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 }
 _PLAIN_AGGS = ("last", "mean", "max", "min", "sum", "count", "rate")
 _QUANTILE = re.compile(r"^p(\d{1,2}(?:\.\d+)?)$")
+_QUIET: Mapping[str, Any] = MappingProxyType({})  # inactive verdicts carry no evidence
 
 
 class Threshold(Detector):
@@ -115,8 +117,9 @@ class Threshold(Detector):
     def update(self, x: float, ts: float) -> Score:
         self._last = x
         if self.window_s == 0.0:
-            active = self._cmp(x, self.threshold)
-            return Score(1.0 if active else 0.0, active, x, {"threshold": self.threshold})
+            if self._cmp(x, self.threshold):
+                return Score(1.0, True, x, {"threshold": self.threshold})
+            return Score(0.0, False, x, _QUIET)
         self._add(x, ts)
         return self.evaluate(ts)
 
@@ -125,9 +128,10 @@ class Threshold(Detector):
         self._expire(ts)
         n = len(self._samples)
         value = self._aggregate(n)
-        active = n >= self.min_count and self._cmp(value, self.threshold)
-        evidence = {"threshold": self.threshold, "agg": self.agg, "window_s": self.window_s, "n": n}
-        return Score(1.0 if active else 0.0, active, value, evidence)
+        if n >= self.min_count and self._cmp(value, self.threshold):
+            evidence = {"threshold": self.threshold, "agg": self.agg, "window_s": self.window_s, "n": n}
+            return Score(1.0, True, value, evidence)
+        return Score(0.0, False, value, _QUIET)
 
     # --- window bookkeeping -----------------------------------------------------------
     def _add(self, x: float, ts: float) -> None:

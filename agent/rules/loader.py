@@ -21,7 +21,7 @@ from agent.duration import parse_duration
 from agent.errors import DetectorError, Location, RuleError, RuleFileErrors
 from detectors.registry import DETECTORS
 
-from .fields import DEFAULT_BY, check_field, field_getter, known_fields, series_label
+from .fields import DEFAULT_BY, check_field, field_getter, known_fields, series_label, series_reader
 from .rule import Rule, RuleSet
 from .selector import parse_selector
 from .template import compile_template
@@ -300,10 +300,12 @@ def _compile_rule(group: str, spec: _RuleSpec, path: tuple[Any, ...], out: _Coll
         annotations=annotations,
         actions=tuple(spec.actions),
         location=out.doc.where(path),
+        match_fields=tuple(sorted({m.name for m in matchers})),
         _matchers=tuple(m.compile() for m in matchers),
         _by_getters=tuple(field_getter(n) for n in by),
         _by_labels=series_labels,
         _field_getter=field_getter(obs_field),
+        _by_fast=series_reader(source, by),
     )
 
 

@@ -39,10 +39,12 @@ class Rule:
     annotations: Mapping[str, Template]
     actions: tuple[Mapping[str, Any], ...]
     location: Location
+    match_fields: tuple[str, ...] = ()
     _matchers: tuple[Callable[[Any], bool], ...] = field(repr=False, default=())
     _by_getters: tuple[Callable[[Any], Any], ...] = field(repr=False, default=())
     _by_labels: tuple[str, ...] = field(repr=False, default=())
     _field_getter: Callable[[Any], Any] | None = field(repr=False, default=None)
+    _by_fast: Callable[[Any], tuple[str, ...]] | None = field(repr=False, default=None)
 
     def matches(self, event: Any) -> bool:
         for matcher in self._matchers:
@@ -52,6 +54,8 @@ class Rule:
 
     def series(self, event: Any) -> tuple[str, ...]:
         """The series key: the values of the ``by`` fields (missing ones read as "")."""
+        if self._by_fast is not None:
+            return self._by_fast(event)
         return tuple("" if (v := get(event)) is None else str(v) for get in self._by_getters)
 
     def series_labels(self, key: tuple[str, ...]) -> dict[str, str]:

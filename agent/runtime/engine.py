@@ -20,12 +20,44 @@ from typing import Any
 
 from agent.model import Finding, Score
 from agent.rules import Rule, RuleSet
+from agent.rules.fields import field_getter
 from detectors.base import Detector
 
 __all__ = ["RuleEngine", "SeriesState"]
 
 SeriesKey = tuple[str, tuple[str, ...]]
 _TIMING_SAMPLE_EVERY = 64
+_DISPATCH_CACHE_ENTRIES = 65_536
+
+
+class _Dispatch:
+    """Which rules an event matches, memoised on the fields the selectors read.
+
+    Matchers read only their own field, so the matching rules are a function of the
+    tuple of those fields' values (service, model, ...), which has few distinct values:
+    one dict lookup per event replaces running every rule's regexes.
+    """
+
+    def __init__(self, rules: RuleSet) -> None:
+        self._sources: dict[str, tuple[tuple[Any, ...], tuple[Rule, ...], dict[tuple[Any, ...], tuple[Rule, ...]]]] = {}
+        for source in {r.source for r in rules.rules}:
+            source_rules = rules.for_source(source)
+            names = sorted({name for r in source_rules for name in r.match_fields})
+            self._sources[source] = (tuple(field_getter(n) for n in names), source_rules, {})
+
+    def rules_for(self, source: str, event: Any) -> tuple[Rule, ...]:
+        entry = self._sources.get(source)
+        if entry is None:
+            return ()
+        getters, rules, cache = entry
+        key = tuple(get(event) for get in getters)
+        hit = cache.get(key)
+        if hit is None:
+            hit = tuple(r for r in rules if r.matches(event))
+            if len(cache) >= _DISPATCH_CACHE_ENTRIES:
+                cache.clear()
+            cache[key] = hit
+        return hit
 
 
 @dataclass(slots=True)
@@ -54,6 +86,7 @@ class RuleEngine:
     def __post_init__(self) -> None:
         if self.max_series < 1:
             raise ValueError(f"max_series must be >= 1, got {self.max_series}")
+        self._dispatch = _Dispatch(self.rules)
 
     def __len__(self) -> int:
         return len(self._table)
@@ -77,6 +110,7 @@ class RuleEngine:
                 kept[key] = state
         self._table = kept
         self.rules = rules
+        self._dispatch = _Dispatch(rules)
 
     def observe(self, source: str, event: Any, ts: float) -> list[Finding]:
         """Update every matching rule's series; return the findings worth a lifecycle step.
@@ -86,9 +120,7 @@ class RuleEngine:
         """
         findings: list[Finding] = []
         table = self._table
-        for rule in self.rules.for_source(source):
-            if not rule.matches(event):
-                continue
+        for rule in self._dispatch.rules_for(source, event):
             x = rule.observe(event)
             if x is None:
                 continue
