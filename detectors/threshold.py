@@ -117,14 +117,18 @@ class Threshold(Detector):
     def update(self, x: float, ts: float) -> Score:
         self._last = x
         if self.window_s == 0.0:
-            if self._cmp(x, self.threshold):
-                return Score(1.0, True, x, {"threshold": self.threshold})
-            return Score(0.0, False, x, _QUIET)
+            return self._compare_last()
         self._add(x, ts)
         return self.evaluate(ts)
 
     def evaluate(self, ts: float) -> Score:
-        """Score the window as it stands at ``ts`` (expiring what fell out of it)."""
+        """Score the window as it stands at ``ts`` (expiring what fell out of it).
+
+        Without a window the verdict is the last observation's, whatever ``ts`` is: the
+        engine's staleness rule decides when a silent series stops counting.
+        """
+        if self.window_s == 0.0:
+            return self._compare_last()
         self._expire(ts)
         n = len(self._samples)
         value = self._aggregate(n)
@@ -132,6 +136,12 @@ class Threshold(Detector):
             evidence = {"threshold": self.threshold, "agg": self.agg, "window_s": self.window_s, "n": n}
             return Score(1.0, True, value, evidence)
         return Score(0.0, False, value, _QUIET)
+
+    def _compare_last(self) -> Score:
+        x = self._last
+        if not math.isnan(x) and self._cmp(x, self.threshold):
+            return Score(1.0, True, x, {"threshold": self.threshold})
+        return Score(0.0, False, x, _QUIET)
 
     # --- window bookkeeping -----------------------------------------------------------
     def _add(self, x: float, ts: float) -> None:
