@@ -110,6 +110,9 @@ def run(
     topic_dlq: Annotated[str, typer.Option(envvar=_ENV + "TOPIC_DLQ")] = "watchkeeper.dlq",
     topic_alerts: Annotated[str, typer.Option(envvar=_ENV + "TOPIC_ALERTS", help="Durable outbox of alert transitions.")] = "watchkeeper.alerts",
     batch_max_records: Annotated[int, typer.Option(envvar=_ENV + "BATCH_MAX_RECORDS")] = 1000,
+    session_timeout_ms: Annotated[int, typer.Option(envvar=_ENV + "KAFKA_SESSION_TIMEOUT_MS", help="Consumer group session timeout.")] = 10_000,
+    heartbeat_interval_ms: Annotated[int, typer.Option(envvar=_ENV + "KAFKA_HEARTBEAT_INTERVAL_MS")] = 3_000,
+    create_topics: Annotated[int, typer.Option(envvar=_ENV + "CREATE_TOPICS", help="Create missing topics with this many partitions at start (0: leave topics to the operator).")] = 0,
     max_event_bytes: Annotated[int, typer.Option(envvar=_ENV + "MAX_EVENT_BYTES")] = 256 * 1024,
     max_series: Annotated[int, typer.Option(envvar=_ENV + "MAX_SERIES", help="Bound on (rule, series) states; idle ones are evicted.")] = 100_000,
     resend_interval: Annotated[float, typer.Option(envvar=_ENV + "RESEND_INTERVAL_S", help="Seconds between re-sends of firing alerts.")] = 60.0,
@@ -132,7 +135,14 @@ def run(
         if alertmanager_token_file:
             headers["Authorization"] = "Bearer " + Path(alertmanager_token_file).read_text(encoding="utf-8").strip()
         config = AgentConfig(
-            kafka=KafkaConfig(kafka_bootstrap, group_id=group_id, security=kafka_security_from_env(), batch_max_records=batch_max_records),
+            kafka=KafkaConfig(
+                kafka_bootstrap,
+                group_id=group_id,
+                security=kafka_security_from_env(),
+                batch_max_records=batch_max_records,
+                session_timeout_ms=session_timeout_ms,
+                heartbeat_interval_ms=heartbeat_interval_ms,
+            ),
             rules=tuple(r.strip() for r in rules.split(",") if r.strip()),
             topics=Topics(topic_inference, topic_llm, topic_gpu, topic_dlq, topic_alerts),
             alertmanager_urls=parse_urls(alertmanager_url, _ENV + "ALERTMANAGER_URL"),
@@ -143,6 +153,7 @@ def run(
             max_series=max_series,
             resend_interval_s=resend_interval,
             processed_log=processed_log or None,
+            create_topics=create_topics,
         )
         asyncio.run(_run(config))
     except (WatchkeeperError, ValueError, OSError) as exc:

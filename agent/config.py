@@ -33,6 +33,9 @@ class Topics:
     dlq: str = "watchkeeper.dlq"
     alerts: str = "watchkeeper.alerts"
 
+    def all(self) -> tuple[str, ...]:
+        return (self.inference, self.llm, self.gpu, self.dlq, self.alerts)
+
     def sources(self) -> dict[str, str]:
         """Topic -> source name, for the ingestion subscriber."""
         return {self.inference: "inference", self.llm: "llm", self.gpu: "gpu"}
@@ -84,8 +87,11 @@ class AgentConfig:
     idle_advance_s: float = 5.0
     reload_interval_s: float = 2.0
     processed_log: str | None = None
+    create_topics: int = 0
 
     def __post_init__(self) -> None:
+        if self.create_topics < 0:
+            raise ConfigError("create_topics must be >= 0 (0 leaves topics to the operator)", "WATCHKEEPER_CREATE_TOPICS")
         if not self.rules:
             raise ConfigError("no rule files given", "WATCHKEEPER_RULES")
         parse_addr(self.http_addr)

@@ -25,7 +25,8 @@ from agent.config import AgentConfig, KafkaConfig, Topics
 from agent.model import Alert, AlertState
 from agent.runtime.alertmanager import AlertmanagerClient
 from agent.runtime.app import AgentApp
-from agent.runtime.embedded_broker import EmbeddedBroker, create_topics
+from agent.runtime.embedded_broker import EmbeddedBroker
+from agent.runtime.topics import create_topics
 from agent.runtime.notifier import AlertSink, TerminalSink
 from agent.runtime.selfmetrics import SelfMetrics
 from simulations import Fault, SimulatedService, generate
@@ -118,7 +119,7 @@ async def run_demo(
     app = AgentApp(config, sink, metrics=metrics)
     started = time.monotonic()
     try:
-        await create_topics(bootstrap, [topics.inference, topics.llm, topics.gpu, topics.dlq, topics.alerts], partitions=4)
+        await create_topics(bootstrap, topics.all(), partitions=4)
         await app.start()
         assert app.http is not None
         out.write(f"demo: agent running with {len(app.rules)} rules; metrics at http://127.0.0.1:{app.http.port}/metrics\n")

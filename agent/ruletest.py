@@ -174,13 +174,13 @@ def _compare(case: _AlertTest, got: list[Alert]) -> str | None:
         expected.append((labels, exp.exp_annotations))
     unmatched = list(got)
     missing = []
-    for labels, annotations in expected:
+    for labels, want in expected:
         hit = next(
-            (a for a in unmatched if dict(a.labels) == labels and (annotations is None or dict(a.annotations) == annotations)),
+            (a for a in unmatched if dict(a.labels) == labels and (want is None or dict(a.annotations) == want)),
             None,
         )
         if hit is None:
-            missing.append((labels, annotations))
+            missing.append((labels, want))
         else:
             unmatched.remove(hit)
     if not missing and not unmatched:
@@ -192,9 +192,9 @@ def _compare(case: _AlertTest, got: list[Alert]) -> str | None:
 
 def _render(items: Iterable[tuple[dict[str, str], dict[str, str] | None]]) -> str:
     parts = []
-    for labels, annotations in items:
+    for labels, shown in items:
         text = "labels=" + json.dumps(labels, sort_keys=True)
-        if annotations is not None:
-            text += " annotations=" + json.dumps(annotations, sort_keys=True)
+        if shown is not None:
+            text += " annotations=" + json.dumps(shown, sort_keys=True)
         parts.append("{" + text + "}")
     return "[" + ", ".join(parts) + "]" if parts else "[] (no alert)"

@@ -59,7 +59,7 @@ class Rule:
         return tuple("" if (v := get(event)) is None else str(v) for get in self._by_getters)
 
     def series_labels(self, key: tuple[str, ...]) -> dict[str, str]:
-        return dict(zip(self._by_labels, key))
+        return dict(zip(self._by_labels, key, strict=True))
 
     def observe(self, event: Any) -> float | None:
         """The number the detector sees; None when the event does not carry one."""

@@ -32,6 +32,7 @@ from .notifier import AlertSink, decode_alerts
 from .pipeline import Pipeline
 from .reload import RuleReloader
 from .selfmetrics import SelfMetrics
+from .topics import create_topics
 
 __all__ = ["AgentApp"]
 
@@ -238,6 +239,10 @@ class AgentApp:
     async def start(self) -> None:
         if self.http is not None:
             await self.http.start()
+        if self.config.create_topics:
+            await create_topics(
+                self.config.kafka.bootstrap, self.config.topics.all(), self.config.create_topics, self.config.kafka.security
+            )
         await self.broker.start()
         self._tasks = [
             asyncio.create_task(self._every(1.0, self._advance_idle_clock, "idle-clock")),

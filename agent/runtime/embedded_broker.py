@@ -28,11 +28,12 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
 from agent.errors import WatchkeeperError
+
+from .topics import create_topics
 
 __all__ = ["EmbeddedBroker", "create_topics", "find_tansu"]
 
@@ -218,24 +219,3 @@ class EmbeddedBroker:
 
     def __repr__(self) -> str:
         return f"<EmbeddedBroker port={self._port} pid={self.pid}>"
-
-
-async def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 4) -> None:
-    """Create ``names`` with ``partitions`` partitions each; topics that exist are left alone."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError, for_code
-
-    topics = [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in names]
-    if not topics:
-        return
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        response = await admin.create_topics(topics)
-    finally:
-        await admin.close()
-    for topic, code, *rest in response.topic_errors:
-        error = for_code(code)
-        if code and error is not TopicAlreadyExistsError:
-            message = rest[0] if rest and rest[0] else error.__name__
-            raise WatchkeeperError(f"cannot create topic {topic!r} on {bootstrap}: {message}")

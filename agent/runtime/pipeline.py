@@ -68,7 +68,7 @@ class Pipeline:
             self.clock = now
         now = self.clock
         findings: list[Finding] = []
-        for skey, tracked in list(self.lifecycle.active.items()):
+        for skey in list(self.lifecycle.active):
             state = self.engine.series(skey)
             if state is None or state.last_score is None:
                 continue

@@ -1,0 +1,36 @@
+"""Topic creation for the embedded broker, tests, and ``--create-topics``.
+
+Production Kafka usually has its topics created by the operator; the agent creates
+missing ones only when asked, with the same security settings as its clients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError, for_code
+from faststream.kafka.security import parse_security
+
+from agent.errors import WatchkeeperError
+
+__all__ = ["create_topics"]
+
+
+async def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 4, security: Any = None) -> None:
+    """Create ``names`` with ``partitions`` partitions each; topics that exist are left alone."""
+    topics = [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in names]
+    if not topics:
+        return
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **parse_security(security))
+    await admin.start()
+    try:
+        response = await admin.create_topics(topics)
+    finally:
+        await admin.close()
+    for topic, code, *rest in response.topic_errors:
+        error = for_code(code)
+        if code and error is not TopicAlreadyExistsError:
+            message = rest[0] if rest and rest[0] else error.__name__
+            raise WatchkeeperError(f"cannot create topic {topic!r} on {bootstrap}: {message}")
