@@ -181,11 +181,13 @@ async def _run(config: "AgentConfig") -> None:  # noqa: F821 - imported lazily a
     else:
         sink = TerminalSink()
     stop = asyncio.Event()
+    agent = AgentApp(config, sink, metrics=metrics)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, agent.reloader.request)
     try:
-        await AgentApp(config, sink, metrics=metrics).run_until(stop)
+        await agent.run_until(stop)
     finally:
         if client is not None:
             await client.aclose()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -250,9 +249,6 @@ class AgentApp:
             asyncio.create_task(self._every(5.0, self._export_lag, "lag")),
             asyncio.create_task(self.reloader.run()),
         ]
-        loop = asyncio.get_running_loop()
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGHUP, self.reloader.request)
         self._started = True
         _log.info("agent started", rules=len(self.rules), bootstrap=self.config.kafka.bootstrap)
 
@@ -269,8 +265,6 @@ class AgentApp:
             await self.http.stop()
         if self._positions is not None:
             self._positions.close()
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         _log.info("agent stopped")
 
     async def run_until(self, stop: asyncio.Event) -> None:

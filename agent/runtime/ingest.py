@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from agent.errors import EventError
+from agent.logs import get_logger
 from agent.model import EVENT_ADAPTER, Alert
 
 from .pipeline import Pipeline
@@ -60,7 +61,7 @@ class DeadLetter:
     partition: int
     offset: int
     key: bytes | None
-    value: bytes
+    value: bytes | None
     timestamp_ms: int
     reason: str
     kind: str
@@ -68,7 +69,7 @@ class DeadLetter:
 
 def dead_letter_headers(dl: DeadLetter) -> dict[str, str]:
     """Headers carried by a dead letter; the value stays the original bytes, replayable."""
-    return {
+    headers = {
         "watchkeeper-reason": dl.reason[:1000],
         "watchkeeper-reason-kind": dl.kind,
         "watchkeeper-topic": dl.topic,
@@ -76,6 +77,9 @@ def dead_letter_headers(dl: DeadLetter) -> dict[str, str]:
         "watchkeeper-offset": str(dl.offset),
         "watchkeeper-timestamp-ms": str(dl.timestamp_ms),
     }
+    if dl.value is None:
+        headers["watchkeeper-value"] = "null"  # the original record had a null value, not b""
+    return headers
 
 
 def parse_event(value: bytes | None, max_bytes: int) -> Any:
@@ -100,6 +104,10 @@ def _explain(exc: ValidationError, value: bytes) -> str:
         parts.append(f"{loc or 'event'}: {err['msg']}")
     more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
     return "invalid event: " + "; ".join(parts) + more
+
+
+_LOGGED_PER_BATCH = 10  # a flood of bad events is counted in full but logged in sample
+_log = get_logger(__name__)
 
 
 def _kind(reason: str) -> str:
@@ -144,7 +152,7 @@ class BatchProcessor:
                 out.processed += 1
             except EventError as exc:
                 out.dead_letters.append(
-                    DeadLetter(rec.topic, rec.partition, rec.offset, rec.key, rec.value or b"", rec.timestamp, exc.reason, _kind(exc.reason))
+                    DeadLetter(rec.topic, rec.partition, rec.offset, rec.key, rec.value, rec.timestamp, exc.reason, _kind(exc.reason))
                 )
                 outcome = "late" if exc.reason.startswith("late") else "dead_letter"
             counts[(source, outcome)] = counts.get((source, outcome), 0) + 1
@@ -153,8 +161,12 @@ class BatchProcessor:
         out.transitions.extend(pipeline.tick())
         for (source, outcome), n in counts.items():
             self.metrics.events.labels(source, outcome).inc(n)
-        for dl in out.dead_letters:
+        for i, dl in enumerate(out.dead_letters):
             self.metrics.dead_letters.labels(dl.topic, dl.kind).inc()
+            if i < _LOGGED_PER_BATCH:
+                _log.warning("event dead-lettered", topic=dl.topic, partition=dl.partition, offset=dl.offset, reason=dl.reason)
+        if len(out.dead_letters) > _LOGGED_PER_BATCH:
+            _log.warning("more events dead-lettered in this batch", count=len(out.dead_letters) - _LOGGED_PER_BATCH)
         return out
 
 
@@ -196,7 +208,12 @@ class PositionLog:
     """
 
     def __init__(self, path: str) -> None:
-        self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - held for the agent's life
+        self._fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the agent's life
+        # a crash mid-write can leave half a line: end it so the next line stands alone
+        if self._fh.tell() > 0:
+            self._fh.seek(self._fh.tell() - 1)
+            if self._fh.read(1) != "\n":
+                self._fh.write("\n")
 
     def append(self, positions: Sequence[tuple[str, int, int]]) -> None:
         if positions:
