@@ -38,13 +38,20 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
+_PRICES_HELP = "LLM price table (YAML) for spend_usd."
+
+
 @rules_app.command("check")
-def rules_check(files: Annotated[list[Path], typer.Argument(help="Rule files or directories.")]) -> None:
+def rules_check(
+    files: Annotated[list[Path], typer.Argument(help="Rule files or directories.")],
+    prices: Annotated[Optional[Path], typer.Option(envvar=_ENV + "PRICES", help=_PRICES_HELP)] = None,
+) -> None:
     """Validate rule files; every problem is printed as file:line:col: reason."""
     from agent.rules import load_rules
+    from agent.rules.pricing import PriceTable
 
     try:
-        rules = load_rules(files)
+        rules = load_rules(files, PriceTable.load(prices) if prices else None)
     except RuleError as exc:
         typer.echo("FAILED:", err=True)
         raise _fail(str(exc)) from None
@@ -112,6 +119,7 @@ def run(
     batch_max_records: Annotated[int, typer.Option(envvar=_ENV + "BATCH_MAX_RECORDS")] = 1000,
     session_timeout_ms: Annotated[int, typer.Option(envvar=_ENV + "KAFKA_SESSION_TIMEOUT_MS", help="Consumer group session timeout.")] = 10_000,
     heartbeat_interval_ms: Annotated[int, typer.Option(envvar=_ENV + "KAFKA_HEARTBEAT_INTERVAL_MS")] = 3_000,
+    prices: Annotated[str, typer.Option(envvar=_ENV + "PRICES", help=_PRICES_HELP)] = "",
     create_topics: Annotated[int, typer.Option(envvar=_ENV + "CREATE_TOPICS", help="Create missing topics with this many partitions at start (0: leave topics to the operator).")] = 0,
     max_event_bytes: Annotated[int, typer.Option(envvar=_ENV + "MAX_EVENT_BYTES")] = 256 * 1024,
     max_series: Annotated[int, typer.Option(envvar=_ENV + "MAX_SERIES", help="Bound on (rule, series) states; idle ones are evicted.")] = 100_000,
@@ -154,6 +162,7 @@ def run(
             resend_interval_s=resend_interval,
             processed_log=processed_log or None,
             create_topics=create_topics,
+            prices_file=prices or None,
         )
         asyncio.run(_run(config))
     except (WatchkeeperError, ValueError, OSError) as exc:

@@ -88,6 +88,7 @@ class AgentConfig:
     reload_interval_s: float = 2.0
     processed_log: str | None = None
     create_topics: int = 0
+    prices_file: str | None = None
 
     def __post_init__(self) -> None:
         if self.create_topics < 0:

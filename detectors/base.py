@@ -26,6 +26,8 @@ class Detector:
     """
 
     kind: ClassVar[str] = ""
+    #: what ``update`` receives: "number" (a float) or "category" (a string)
+    observes: ClassVar[str] = "number"
 
     def update(self, x: float, ts: float) -> Score:
         """Learn from one observation at event time ``ts`` (epoch seconds) and score it."""
@@ -47,6 +49,24 @@ class Detector:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
         return f"{type(self).__name__}({args})"
+
+    # --- contract tests (river's ``_unit_test_params``) -------------------------------
+    @classmethod
+    def _unit_test_params(cls) -> dict[str, Any]:
+        """Parameters under which the contract stream below must be detected."""
+        return {}
+
+    @classmethod
+    def _unit_test_stream(cls, seed: int, n: int = 400) -> list[tuple[float, Any]]:
+        """(ts, x) pairs, one per second: clean for the first half, faulty in the second.
+
+        The default is a numeric level shift (100 -> 900, noise sd 10); detectors of
+        other faults or of categories override it.
+        """
+        import random
+
+        rng = random.Random(seed)
+        return [(float(i), rng.gauss(100.0 if i < n // 2 else 900.0, 10.0)) for i in range(n)]
 
     # --- checkpoints ----------------------------------------------------------------
     def state(self) -> bytes:

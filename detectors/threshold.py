@@ -143,6 +143,10 @@ class Threshold(Detector):
             return Score(1.0, True, x, {"threshold": self.threshold})
         return Score(0.0, False, x, _QUIET)
 
+    @classmethod
+    def _unit_test_params(cls) -> dict[str, Any]:
+        return {"op": ">", "threshold": 500.0, "agg": "mean", "window_s": 10.0}
+
     # --- window bookkeeping -----------------------------------------------------------
     def _add(self, x: float, ts: float) -> None:
         self._samples.append((ts, x))

@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 EVENT_TYPES: dict[str, type] = {"inference": InferenceEvent, "llm": LlmEvent, "gpu": GpuEvent}
-DERIVED: dict[str, tuple[str, ...]] = {"llm": ("total_tokens",), "gpu": ("mem_used_ratio",)}
+DERIVED: dict[str, tuple[str, ...]] = {"llm": ("total_tokens", "spend_usd"), "gpu": ("mem_used_ratio",)}
 MAP_FIELDS: dict[str, tuple[str, ...]] = {
     "inference": ("labels", "features"),
     "llm": ("labels",),
@@ -79,8 +79,16 @@ def check_field(source: str, name: str) -> str | None:
     return f"unknown field {name!r} for source {source}"
 
 
-def field_getter(name: str) -> Callable[[Any], Any]:
-    """A fast reader of one field; a missing map key reads as None."""
+def field_getter(name: str, prices: Any = None) -> Callable[[Any], Any]:
+    """A fast reader of one field; a missing map key reads as None.
+
+    ``spend_usd`` (llm) is the event's ``cost_usd`` or, when absent, its tokens priced
+    by ``prices`` (a ``PriceTable``).
+    """
+    if name == "spend_usd":
+        if prices is None:
+            return operator.attrgetter("cost_usd")
+        return prices.spend
     head, _, key = name.partition(".")
     if key:
         attr = operator.attrgetter(head)

@@ -22,6 +22,7 @@ from agent.errors import DetectorError, Location, RuleError, RuleFileErrors
 from detectors.registry import DETECTORS
 
 from .fields import DEFAULT_BY, check_field, field_getter, known_fields, series_label, series_reader
+from .pricing import PriceTable
 from .rule import Rule, RuleSet
 from .selector import parse_selector
 from .template import compile_template
@@ -136,7 +137,7 @@ def _schema_errors(exc: ValidationError, out: _Collector, prefix: tuple[Any, ...
     return bad_keys
 
 
-def load_rule_file(path: str | Path, text: str | None = None) -> list[Rule]:
+def load_rule_file(path: str | Path, text: str | None = None, prices: PriceTable | None = None) -> list[Rule]:
     """Rules of one file; raises ``RuleFileErrors`` listing every problem found."""
     doc = load_yaml(path, text)
     out = _Collector(doc)
@@ -149,13 +150,13 @@ def load_rule_file(path: str | Path, text: str | None = None) -> list[Rule]:
     except ValidationError as exc:
         _schema_errors(exc, out)
         raise RuleFileErrors(out.errors) from None
-    rules = _compile(spec, out)
+    rules = _compile(spec, out, prices)
     if out.errors:
         raise RuleFileErrors(out.errors)
     return rules
 
 
-def _compile(spec: _FileSpec, out: _Collector) -> list[Rule]:
+def _compile(spec: _FileSpec, out: _Collector, prices: PriceTable | None) -> list[Rule]:
     rules: list[Rule] = []
     seen_groups: dict[str, int] = {}
     for gi, group in enumerate(spec.groups):
@@ -171,7 +172,7 @@ def _compile(spec: _FileSpec, out: _Collector) -> list[Rule]:
             if rule_spec.alert in seen_alerts:
                 out.add(path + ("alert",), f'duplicate alert name "{rule_spec.alert}" in group (first is rule {seen_alerts[rule_spec.alert] + 1})')
             seen_alerts.setdefault(rule_spec.alert, ri)
-            rule = _compile_rule(group.name, rule_spec, path, out)
+            rule = _compile_rule(group.name, rule_spec, path, out, prices)
             if rule is not None:
                 rules.append(rule)
     return rules
@@ -195,7 +196,9 @@ def _validate_rule(raw: Any, path: tuple[Any, ...], out: _Collector) -> _RuleSpe
     return None
 
 
-def _compile_rule(group: str, spec: _RuleSpec, path: tuple[Any, ...], out: _Collector) -> Rule | None:
+def _compile_rule(
+    group: str, spec: _RuleSpec, path: tuple[Any, ...], out: _Collector, prices: PriceTable | None = None
+) -> Rule | None:
     before = len(out.errors)
     source = spec.source
 
@@ -304,8 +307,9 @@ def _compile_rule(group: str, spec: _RuleSpec, path: tuple[Any, ...], out: _Coll
         _matchers=tuple(m.compile() for m in matchers),
         _by_getters=tuple(field_getter(n) for n in by),
         _by_labels=series_labels,
-        _field_getter=field_getter(obs_field),
+        _field_getter=field_getter(obs_field, prices),
         _by_fast=series_reader(source, by),
+        _categorical=detector_class.observes == "category",
     )
 
 
@@ -313,7 +317,7 @@ def _is_label_name(name: str) -> bool:
     return re.match(_LABEL_NAME, name) is not None
 
 
-def load_rules(paths: Iterable[str | Path]) -> RuleSet:
+def load_rules(paths: Iterable[str | Path], prices: PriceTable | None = None) -> RuleSet:
     """Every rule of every file (directories are read for ``*.yaml``/``*.yml``).
 
     All files are checked before anything is returned: one bad file fails the whole
@@ -325,7 +329,7 @@ def load_rules(paths: Iterable[str | Path]) -> RuleSet:
     group_files: dict[str, str] = {}
     for file in files:
         try:
-            loaded = load_rule_file(file)
+            loaded = load_rule_file(file, prices=prices)
         except RuleFileErrors as exc:
             errors.extend(exc.errors)
             continue

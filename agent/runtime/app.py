@@ -24,6 +24,7 @@ from agent.config import AgentConfig
 from agent.logs import get_logger
 from agent.model import Alert, AlertState
 from agent.rules import RuleSet, load_rules
+from agent.rules.pricing import PriceTable
 
 from .http import HttpServer
 from .ingest import BatchProcessor, PositionLog, publish_alerts, publish_outcome
@@ -59,7 +60,8 @@ class AgentApp:
         self.config = config
         self.sink = sink
         self.metrics = metrics or SelfMetrics()
-        self.rules = rules if rules is not None else load_rules(config.rules)
+        self.prices = PriceTable.load(config.prices_file) if config.prices_file else None
+        self.rules = rules if rules is not None else load_rules(config.rules, self.prices)
         self.pipeline = Pipeline(
             self.rules,
             max_series=config.max_series,
@@ -83,7 +85,9 @@ class AgentApp:
             topic_sources=config.topics.sources(),
             record_positions=self._positions is not None,
         )
-        self.reloader = RuleReloader(config.rules, self._apply_rules, self.metrics, interval_s=config.reload_interval_s)
+        self.reloader = RuleReloader(
+            config.rules, self._apply_rules, self.metrics, interval_s=config.reload_interval_s, prices=self.prices
+        )
         self.broker = self._build_broker()
         self.http = HttpServer(config.http_addr, self.metrics.registry, self.readiness) if serve_http else None
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from agent.errors import RuleError
 from agent.logs import get_logger
 from agent.rules import RuleSet, load_rules
+from agent.rules.pricing import PriceTable
 
 from .selfmetrics import SelfMetrics
 
@@ -48,8 +49,10 @@ class RuleReloader:
         metrics: SelfMetrics,
         *,
         interval_s: float = 2.0,
+        prices: PriceTable | None = None,
     ) -> None:
         self.paths = tuple(paths)
+        self._prices = prices
         self._apply = apply
         self._metrics = metrics
         self._interval_s = interval_s
@@ -65,7 +68,7 @@ class RuleReloader:
         """Load and apply; on failure log, count, and keep the running rules."""
         self._signature = files_signature(self.paths)
         try:
-            rules = load_rules(self.paths)
+            rules = load_rules(self.paths, self._prices)
         except RuleError as exc:
             self.last_error = str(exc)
             self._metrics.rules_reloads.labels("failure").inc()

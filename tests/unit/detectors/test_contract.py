@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import inspect
 import math
-import random
 
 import pytest
 
@@ -15,13 +14,8 @@ from detectors.registry import DETECTORS
 KINDS = sorted(DETECTORS)
 
 
-def _stream(seed: int, n: int = 400) -> list[tuple[float, float]]:
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        level = 100.0 if i < n // 2 else 900.0
-        out.append((float(i), rng.gauss(level, 10.0)))
-    return out
+def _stream(cls, seed: int) -> list[tuple[float, object]]:
+    return cls._unit_test_stream(seed)
 
 
 def _run(detector, stream):
@@ -29,8 +23,8 @@ def _run(detector, stream):
 
 
 def _params(cls):
-    """Defaults that make every detector produce verdicts on the synthetic stream."""
-    return {"threshold": {"op": ">", "threshold": 500.0, "agg": "mean", "window_s": 10.0}}.get(cls.kind, {})
+    """Parameters under which the detector must find the fault in its contract stream."""
+    return cls._unit_test_params()
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -70,29 +64,35 @@ def test_builds_with_defaults_and_stores_params(kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_scores_are_in_unit_interval_and_deterministic(kind):
     cls = DETECTORS[kind]
-    stream = _stream(1)
+    stream = _stream(cls, 1)
     a = _run(cls(**_params(cls)), stream)
     b = _run(cls(**_params(cls)), stream)
     assert a == b
     assert all(0.0 <= s <= 1.0 for s, _, _ in a)
     assert any(active for _, active, _ in a), "the synthetic level shift must be detected"
-    assert not any(active for _, active, _ in a[:150]), "no verdict on the clean half"
+    half = len(stream) // 2
+    assert not any(active for _, active, _ in a[: half * 3 // 4]), "no verdict on the clean half"
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_update_returns_score_and_does_not_touch_input(kind):
     cls = DETECTORS[kind]
     det = cls(**_params(cls))
-    x, ts = 3.0, 10.0
+    ts, x = _stream(cls, 4)[0]
     before = copy.deepcopy((x, ts))
     assert isinstance(det.update(x, ts), Score)
     assert (x, ts) == before
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_observes_a_known_kind(kind):
+    assert DETECTORS[kind].observes in ("number", "category")
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_reset_behaves_like_new(kind):
     cls = DETECTORS[kind]
-    stream = _stream(2)
+    stream = _stream(cls, 2)
     used = cls(**_params(cls))
     _run(used, stream)
     used.reset()
@@ -102,7 +102,7 @@ def test_reset_behaves_like_new(kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_state_round_trip_continues_identically(kind):
     cls = DETECTORS[kind]
-    stream = _stream(3)
+    stream = _stream(cls, 3)
     whole = cls(**_params(cls))
     expected = _run(whole, stream)
     first = cls(**_params(cls))
@@ -111,6 +111,7 @@ def test_state_round_trip_continues_identically(kind):
     tail = _run(restored, stream[250:])
     got = head + tail
     assert len(got) == len(expected)
-    for (s1, a1, v1), (s2, a2, v2) in zip(got, expected):
+    for (s1, a1, v1), (s2, a2, v2) in zip(got, expected, strict=True):
         assert (s1, a1) == (s2, a2)
-        assert (math.isnan(v1) and math.isnan(v2)) or math.isclose(v1, v2, rel_tol=1e-12)
+        assert math.isclose(s1, s2, rel_tol=1e-9, abs_tol=1e-12)
+        assert (math.isnan(v1) and math.isnan(v2)) or math.isclose(v1, v2, rel_tol=1e-9, abs_tol=1e-12)
