@@ -83,6 +83,67 @@ def rules_test(files: Annotated[list[Path], typer.Argument(help="Rule test files
         raise typer.Exit(1)
 
 
+def _param(text: str) -> tuple[str, object]:
+    name, sep, raw = text.partition("=")
+    if not sep or not name:
+        raise _fail(f"--param {text!r} is not NAME=VALUE")
+    raw = raw.strip()
+    for convert in (int, float):
+        try:
+            return name.strip(), convert(raw)
+        except ValueError:
+            pass
+    if raw.lower() in ("true", "false"):
+        return name.strip(), raw.lower() == "true"
+    return name.strip(), raw
+
+
+@app.command()
+def backtest(
+    input_file: Annotated[Path, typer.Argument(help="CSV of timestamp,value, or JSONL events.")],
+    rules: Annotated[Optional[Path], typer.Option(help="Rules file holding the rule to try.")] = None,
+    alert: Annotated[Optional[str], typer.Option(help="The rule's alert name (with --rules).")] = None,
+    kind: Annotated[Optional[str], typer.Option(help="A detector kind to try without a rules file.")] = None,
+    param: Annotated[Optional[list[str]], typer.Option(help="Detector parameter NAME=VALUE (with --kind), repeatable.")] = None,
+    for_: Annotated[str, typer.Option("--for", help="Pending duration (with --kind).")] = "0s",
+    keep_firing_for: Annotated[str, typer.Option(help="Keep-firing duration (with --kind).")] = "0s",
+    out: Annotated[Optional[Path], typer.Option(help="Write per-row score, verdict and alert state here (CSV).")] = None,
+    prices: Annotated[Optional[Path], typer.Option(envvar=_ENV + "PRICES", help=_PRICES_HELP)] = None,
+) -> None:
+    """Replay a recorded series through a rule's detector and alert lifecycle, as fast as possible."""
+    import time
+
+    from agent.backtest import backtest_file, rule_for_kind, summary_json
+    from agent.duration import parse_duration
+    from agent.rules import load_rules
+    from agent.rules.pricing import PriceTable
+
+    try:
+        if kind:
+            params = dict(_param(p) for p in (param or []))
+            rule = rule_for_kind(kind, params, for_s=parse_duration(for_), keep_firing_for_s=parse_duration(keep_firing_for))
+        elif rules and alert:
+            ruleset = load_rules([rules], PriceTable.load(prices) if prices else None)
+            matching = [r for r in ruleset.rules if r.name == alert]
+            if not matching:
+                raise _fail(f"no rule named {alert!r} in {rules} (have: {', '.join(r.name for r in ruleset.rules)})")
+            rule = matching[0]
+        else:
+            raise _fail("give --rules FILE --alert NAME, or --kind KIND [--param NAME=VALUE ...]")
+        started = time.perf_counter()
+        if out is not None:
+            with out.open("w", newline="", encoding="utf-8") as fh:
+                result = backtest_file(rule, input_file, fh)
+        else:
+            result = backtest_file(rule, input_file)
+        elapsed = time.perf_counter() - started
+    except (WatchkeeperError, ValueError, OSError) as exc:
+        raise _fail(f"watchkeeper: {exc}") from None
+    typer.echo(summary_json(result))
+    rate = result.rows / elapsed if elapsed > 0 else float("inf")
+    typer.echo(f"backtest: {result.rows} rows in {elapsed:.3f}s ({rate:,.0f} rows/s)", err=True)
+
+
 @app.command()
 def schema(
     source: Annotated[Optional[str], typer.Option(help="Only this source: inference, llm or gpu.")] = None,
