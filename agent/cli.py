@@ -181,6 +181,7 @@ def run(
     session_timeout_ms: Annotated[int, typer.Option(envvar=_ENV + "KAFKA_SESSION_TIMEOUT_MS", help="Consumer group session timeout.")] = 10_000,
     heartbeat_interval_ms: Annotated[int, typer.Option(envvar=_ENV + "KAFKA_HEARTBEAT_INTERVAL_MS")] = 3_000,
     prices: Annotated[str, typer.Option(envvar=_ENV + "PRICES", help=_PRICES_HELP)] = "",
+    report_dir: Annotated[str, typer.Option(envvar=_ENV + "REPORT_DIR", help="Where drift reports (HTML) are written; served at /reports/.")] = "watchkeeper-reports",
     create_topics: Annotated[int, typer.Option(envvar=_ENV + "CREATE_TOPICS", help="Create missing topics with this many partitions at start (0: leave topics to the operator).")] = 0,
     max_event_bytes: Annotated[int, typer.Option(envvar=_ENV + "MAX_EVENT_BYTES")] = 256 * 1024,
     max_series: Annotated[int, typer.Option(envvar=_ENV + "MAX_SERIES", help="Bound on (rule, series) states; idle ones are evicted.")] = 100_000,
@@ -224,6 +225,7 @@ def run(
             processed_log=processed_log or None,
             create_topics=create_topics,
             prices_file=prices or None,
+            report_dir=report_dir,
         )
         asyncio.run(_run(config))
     except (WatchkeeperError, ValueError, OSError) as exc:

@@ -89,6 +89,7 @@ class AgentConfig:
     processed_log: str | None = None
     create_topics: int = 0
     prices_file: str | None = None
+    report_dir: str = "watchkeeper-reports"
 
     def __post_init__(self) -> None:
         if self.create_topics < 0:

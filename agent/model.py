@@ -204,6 +204,7 @@ class Alert:
     fired_at: float | None = None
     resolved_at: float | None = None
     evidence: Mapping[str, Any] = field(default_factory=dict)
+    series: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -222,6 +223,7 @@ class Alert:
             "resolved_at": self.resolved_at,
             "value": _finite_or_none(self.value),
             "evidence": {k: _finite_or_none(v) for k, v in self.evidence.items()},
+            "series": list(self.series),
         }
 
     @classmethod
@@ -238,6 +240,7 @@ class Alert:
             resolved_at=None if data.get("resolved_at") is None else float(data["resolved_at"]),
             value=math.nan if value is None else float(value),
             evidence=dict(data.get("evidence") or {}),
+            series=tuple(str(v) for v in data.get("series") or ()),
         )
 
 

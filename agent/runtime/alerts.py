@@ -34,11 +34,13 @@ class TrackedAlert:
     score: Score
     fired_at: float | None = None
     keep_since: float | None = None
+    extra_annotations: dict[str, str] = field(default_factory=dict)
 
     def snapshot(self, state: AlertState | None = None, resolved_at: float | None = None) -> Alert:
         value = self.score.value
         evidence = dict(self.score.evidence)
         annotations = {name: t.render(self.labels, value, evidence) for name, t in self.rule.annotations.items()}
+        annotations.update(self.extra_annotations)
         return Alert(
             fingerprint=self.fingerprint,
             rule_id=self.rule.id,
@@ -50,6 +52,7 @@ class TrackedAlert:
             fired_at=self.fired_at,
             resolved_at=resolved_at,
             evidence=evidence,
+            series=self.key,
         )
 
 
@@ -99,6 +102,12 @@ class AlertLifecycle:
             del self.active[skey]
             return tracked.snapshot(AlertState.RESOLVED, resolved_at=f.ts)
         return None
+
+    def annotate(self, rule_id: str, series: tuple[str, ...], extra: Mapping[str, str]) -> None:
+        """Add annotations made outside the rule (a report link) to every later snapshot."""
+        tracked = self.active.get((rule_id, series))
+        if tracked is not None:
+            tracked.extra_annotations.update(extra)
 
     def firing(self) -> list[Alert]:
         """Snapshots of every firing alert, for re-sending while they fire."""

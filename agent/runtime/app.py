@@ -29,6 +29,7 @@ from agent.rules.pricing import PriceTable
 from .http import HttpServer
 from .ingest import BatchProcessor, PositionLog, publish_alerts, publish_outcome
 from .notifier import AlertSink, decode_alerts
+from .reports import DriftReports
 from .pipeline import Pipeline
 from .reload import RuleReloader
 from .selfmetrics import SelfMetrics
@@ -89,7 +90,17 @@ class AgentApp:
             config.rules, self._apply_rules, self.metrics, interval_s=config.reload_interval_s, prices=self.prices
         )
         self.broker = self._build_broker()
-        self.http = HttpServer(config.http_addr, self.metrics.registry, self.readiness) if serve_http else None
+        self.reports = DriftReports(
+            config.report_dir,
+            base_url=self._base_url,
+            lookup=lambda skey: self.pipeline.engine.series(skey),
+            annotate=lambda rule_id, series, extra: self.pipeline.lifecycle.annotate(rule_id, series, extra),
+        )
+        self.http = (
+            HttpServer(config.http_addr, self.metrics.registry, self.readiness, routes={DriftReports.route: self.reports.serve})
+            if serve_http
+            else None
+        )
 
     # --- wiring -------------------------------------------------------------------------
     def _build_broker(self) -> KafkaBroker:
@@ -135,6 +146,8 @@ class AgentApp:
         with self.metrics.batch_duration.time():
             outcome = self.processor.process(records)
         self._last_batch_wall = time.monotonic()
+        if outcome.transitions:
+            outcome.transitions = await self.reports.attach(outcome.transitions)
         await publish_outcome(
             self.broker, outcome, dlq_topic=self.config.topics.dlq, alerts_topic=self.config.topics.alerts
         )
@@ -175,6 +188,18 @@ class AgentApp:
             self.metrics.detector_update.labels(kind).observe(seconds)
         engine.timings.clear()
 
+    def _base_url(self) -> str:
+        """Where people reach this agent: the configured external URL, else the listener."""
+        if self.config.external_url:
+            return self.config.external_url
+        if self.http is not None:
+            host = self.http.host if self.http.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+            try:
+                return f"http://{host}:{self.http.port}"
+            except RuntimeError:
+                pass
+        return ""
+
     async def _apply_rules(self, rules: RuleSet) -> None:
         transitions = self.pipeline.reload(rules)
         self.rules = rules
@@ -212,7 +237,7 @@ class AgentApp:
         if idle < self.config.idle_advance_s or self.pipeline.clock == float("-inf"):
             await self._publish_alerts([])
             return
-        await self._publish_alerts(self.pipeline.tick(self.pipeline.clock + 1.0))
+        await self._publish_alerts(await self.reports.attach(self.pipeline.tick(self.pipeline.clock + 1.0)))
 
     async def _resend_firing(self) -> None:
         """Re-send firing alerts, as Prometheus does, so Alertmanager keeps them alive."""
