@@ -72,6 +72,13 @@ class _TestGroup(_Strict):
 
     _i = field_validator("interval", mode="before")(parse_duration)
 
+    @field_validator("interval")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("interval must be greater than 0 (e.g. 1s)")
+        return value
+
 
 class _TestFile(_Strict):
     rule_files: list[str]
@@ -109,12 +116,16 @@ def run_test_file(path: str | Path) -> TestFileResult:
         result.groups += 1
         pipeline = Pipeline(rules)
         cases = sorted(enumerate(group.alert_rule_test), key=lambda c: c[1].eval_time)
-        pos = 0
+        pos = step = 0
         for ci, case in cases:
             t = group.start + case.eval_time
-            while pos < len(events) and events[pos].ts <= t:
-                pipeline.process(events[pos])
-                pos += 1
+            # evaluate at every interval up to t, as promtool does, so that a case's result
+            # never depends on which other cases the group happens to list
+            while (at := group.start + step * group.interval) <= t:
+                pos = _feed(pipeline, events, pos, at)
+                pipeline.tick(at)
+                step += 1
+            pos = _feed(pipeline, events, pos, t)
             pipeline.tick(t)
             result.cases += 1
             got = [a for a in pipeline.firing() if a.name == case.alertname]
@@ -127,6 +138,13 @@ def run_test_file(path: str | Path) -> TestFileResult:
                     f"time {format_duration(case.eval_time)}:\n{problem}"
                 )
     return result
+
+
+def _feed(pipeline: Pipeline, events: list[Any], pos: int, until: float) -> int:
+    while pos < len(events) and events[pos].ts <= until:
+        pipeline.process(events[pos])
+        pos += 1
+    return pos
 
 
 def _events(group: _TestGroup, gi: int, doc: Any) -> list[Any]:

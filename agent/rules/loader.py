@@ -58,9 +58,18 @@ class _RuleSpec(BaseModel):
     @classmethod
     def _stringify(cls, value: Any) -> Any:
         # Prometheus label values are strings; accept YAML numbers and booleans as written.
+        # Lists and mappings are left for pydantic to reject: a label value is never "[1]".
         if isinstance(value, dict):
-            return {k: (str(v).lower() if isinstance(v, bool) else str(v)) if v is not None else "" for k, v in value.items()}
+            return {k: _label_value(v) for k, v in value.items()}
         return value
+
+
+def _label_value(v: Any) -> Any:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return str(v).lower()
+    return str(v) if isinstance(v, (int, float)) else v
 
 
 class _GroupSpec(BaseModel):
@@ -131,9 +140,15 @@ def _schema_errors(exc: ValidationError, out: _Collector, prefix: tuple[Any, ...
             out.add(loc[:-1], f"missing required key {loc[-1]!r}")
         elif kind == "literal_error" and loc[-1] == "source":
             out.add(loc, f"source must be one of inference, llm, gpu, got {err['input']!r}")
+        elif kind == "model_type" and loc[-2:-1] == ("groups",):
+            out.add(loc, "a group must be a mapping with 'name' and 'rules'")
         else:
+            # name the value from its group or rule: "by.0", "labels.team", not a bare "0"
+            rel = list(loc)
+            while len(rel) > 2 and rel[0] in ("groups", "rules") and isinstance(rel[1], int):
+                rel = rel[2:]
             msg = err["msg"].removeprefix("Value error, ")
-            out.add(loc, f"{loc[-1]}: {msg}")
+            out.add(loc, f"{'.'.join(map(str, rel))}: {msg}")
     return bad_keys
 
 
@@ -149,29 +164,51 @@ def load_rule_file(path: str | Path, text: str | None = None, prices: PriceTable
         spec = _FileSpec.model_validate(doc.data)
     except ValidationError as exc:
         _schema_errors(exc, out)
+        # a typo in a group or at the top must not hide the rules' own problems
+        _compile(_salvage(doc.data), out, prices)
         raise RuleFileErrors(out.errors) from None
-    rules = _compile(spec, out, prices)
+    rules = _compile(spec.groups, out, prices)
     if out.errors:
         raise RuleFileErrors(out.errors)
     return rules
 
 
-def _compile(spec: _FileSpec, out: _Collector, prices: PriceTable | None) -> list[Rule]:
+def _salvage(data: dict[str, Any]) -> list[_GroupSpec | None]:
+    """The groups that validate once their unknown keys are dropped (None for the others),
+    at their original indices, so that their rules can still be checked."""
+    groups = data.get("groups")
+    out: list[_GroupSpec | None] = []
+    for group in groups if isinstance(groups, list) else ():
+        if isinstance(group, dict):
+            group = {k: v for k, v in group.items() if k in _GroupSpec.model_fields}
+        try:
+            out.append(_GroupSpec.model_validate(group))
+        except ValidationError:
+            out.append(None)
+    return out
+
+
+def _compile(groups: Sequence[_GroupSpec | None], out: _Collector, prices: PriceTable | None) -> list[Rule]:
     rules: list[Rule] = []
     seen_groups: dict[str, int] = {}
-    for gi, group in enumerate(spec.groups):
+    for gi, group in enumerate(groups):
+        if group is None:
+            continue
         if group.name in seen_groups:
             out.add(("groups", gi, "name"), f'duplicate group name "{group.name}" (first at group {seen_groups[group.name] + 1})')
         seen_groups.setdefault(group.name, gi)
         seen_alerts: dict[str, int] = {}
         for ri, raw in enumerate(group.rules):
             path = ("groups", gi, "rules", ri)
+            # names are compared before validation, so a rule with other problems still counts
+            alert = raw.get("alert") if isinstance(raw, dict) else None
+            if isinstance(alert, str) and alert in seen_alerts:
+                out.add(path + ("alert",), f'duplicate alert name "{alert}" in group (first is rule {seen_alerts[alert] + 1})')
+            if isinstance(alert, str):
+                seen_alerts.setdefault(alert, ri)
             rule_spec = _validate_rule(raw, path, out)
             if rule_spec is None:
                 continue
-            if rule_spec.alert in seen_alerts:
-                out.add(path + ("alert",), f'duplicate alert name "{rule_spec.alert}" in group (first is rule {seen_alerts[rule_spec.alert] + 1})')
-            seen_alerts.setdefault(rule_spec.alert, ri)
             rule = _compile_rule(group.name, rule_spec, path, out, prices)
             if rule is not None:
                 rules.append(rule)
@@ -235,7 +272,7 @@ def _compile_rule(
     params: dict[str, Any] = {}
     if kind is None:
         out.add(dpath, "detector: missing required key 'kind'")
-    elif kind not in DETECTORS:
+    elif not isinstance(kind, str) or kind not in DETECTORS:
         out.add(dpath + ("kind",), f'unknown detector "{kind}"{_suggest(str(kind), DETECTORS)}')
     else:
         detector_class = DETECTORS[kind]
@@ -356,4 +393,12 @@ def _expand(paths: Iterable[str | Path]) -> list[Path]:
             out.extend(sorted(q for q in p.iterdir() if q.suffix in (".yaml", ".yml") and not q.name.endswith((".test.yaml", ".test.yml"))))
         else:
             out.append(p)
-    return out
+    # a file named twice (``rules/ rules/a.yaml``) is loaded once, or its rules would run twice
+    seen: set[Path] = set()
+    unique = []
+    for p in out:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique

@@ -38,7 +38,9 @@ def expand(text: str) -> list[float | str | None]:
         except ValueError:
             start = raw
         if isinstance(start, str):
-            if delta:
+            if delta and delta.startswith("-"):
+                start += delta  # '-' belongs to words: 'gpt-4' is a model name, not 'gpt' minus 4
+            elif delta:
                 raise ValueError(f"{token!r}: only numbers can have a step")
             out.extend([start] * ((n or 0) + 1))
             continue

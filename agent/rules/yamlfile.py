@@ -84,7 +84,10 @@ def _build(node: yaml.Node, path: PathKey, doc: YamlDocument, errors: list[RuleE
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = _SCALARS.construct_object(key_node) if isinstance(key_node, yaml.ScalarNode) else None
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                errors.append(RuleError("YAML merge keys ('<<') are not supported; write the keys out", _loc(doc.file, key_node.start_mark)))
+                continue
+            key = _scalar(key_node, doc, errors) if isinstance(key_node, yaml.ScalarNode) else None
             if not isinstance(key, (str, int, float, bool)) or key is None:
                 errors.append(RuleError("mapping keys must be plain scalars", _loc(doc.file, key_node.start_mark)))
                 continue
@@ -99,4 +102,17 @@ def _build(node: yaml.Node, path: PathKey, doc: YamlDocument, errors: list[RuleE
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_build(item, path + (i,), doc, errors) for i, item in enumerate(node.value)]
-    return _SCALARS.construct_object(node)
+    return _scalar(node, doc, errors)
+
+
+def _scalar(node: yaml.Node, doc: YamlDocument, errors: list[RuleError]) -> Any:
+    """A scalar's value; an unknown tag (``!foo``) or a bad typed one (``!!int abc``)
+    is reported at its position instead of escaping as a PyYAML traceback."""
+    try:
+        return _SCALARS.construct_object(node)
+    except yaml.YAMLError as exc:
+        reason = getattr(exc, "problem", None) or str(exc)
+    except (ValueError, TypeError) as exc:
+        reason = f"cannot read {node.value!r} as {node.tag}: {exc}"
+    errors.append(RuleError(f"YAML error: {reason}", _loc(doc.file, node.start_mark)))
+    return None
