@@ -46,14 +46,8 @@ def write_drift_report(reference: Sequence, current: Sequence, *, feature: str, 
 
 
 def _evidently():
-    import numpy as np
-    import pandas as pd
-    import pandas.core.dtypes.common as pandas_common
-
-    # evidently 0.7.23 imports a helper that pandas 3 removed (it only maps a dtype to its
-    # scalar type); put it back before the import, until evidently or a pandas<3 pin fixes it
-    if not hasattr(pandas_common, "infer_dtype_from_object"):
-        pandas_common.infer_dtype_from_object = lambda dtype: np.dtype(dtype).type
+    # imported on first report only: evidently and pandas cost ~1 s and most agents never drift
     import evidently
+    import pandas as pd
 
     return pd, evidently
