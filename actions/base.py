@@ -1,0 +1,169 @@
+"""The contract every remediation kind implements, and the record every decision leaves.
+
+An action is written the Kubernetes way: read the target, compare it with what the alert
+asks for, then change it with an optimistic write. ``plan`` is the read-and-compare
+half and must not change anything (dry-run runs it too); ``apply`` is the write half
+and must be idempotent, because at-least-once delivery means it can run again after a
+crash between the write and the audit record. The guards (mode, cooldown, budgets,
+lease, idempotency ledger) live outside the action, in one place, so adding a kind is
+one module plus one registry entry and cannot bypass them.
+
+Flow for one firing alert and one ``actions[]`` entry of its rule::
+
+    params = Kind.Params.model_validate(entry)        # at rule load: errors carry file:line
+    action = Kind(params, context)
+    target = action.target(alert)                     # from params and the alert's labels
+    plan   = await action.plan(alert, target)         # reads; may block (blast radius, rollout)
+    ...guards...                                      # mode, cooldown, budgets, lease, ledger
+    after  = await action.apply(plan, alert)          # writes, verifies, returns the new state
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from agent.duration import parse_duration
+from agent.model import Alert
+
+__all__ = [
+    "Action",
+    "ActionContext",
+    "ActionFailed",
+    "ActionParams",
+    "Mode",
+    "Outcome",
+    "Plan",
+    "Target",
+    "TransientActionError",
+]
+
+Mode = Literal["dry-run", "enforce", "approve"]
+
+Outcome = Literal["executed", "dry-run", "noop", "skipped", "pending-approval", "approved", "expired", "failed"]
+"""What one audit record says happened.
+
+``noop``: the target was already in the desired state (a re-delivered alert after a
+crash); ``skipped``: a guard refused (the record names it); ``failed``: retries ran out.
+"""
+
+
+class ActionParams(BaseModel):
+    """Settings every kind shares; a kind subclasses this with its own fields.
+
+    Unknown keys are errors so that a typo in a rule never silently turns a guard off.
+    Durations accept Prometheus notation (``10m``) or seconds.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    type: str
+    mode: Mode | None = Field(None, description="dry-run | enforce | approve; unset: the agent's default (dry-run).")
+    cooldown: float = Field(600.0, description="Minimum time between two executions on one target.")
+    max_per_hour: int = Field(3, ge=0, description="Budget: executions per target per rolling hour.")
+    retries: int = Field(3, ge=0, le=10, description="Retries of a failed apply, with exponential backoff.")
+    approval_timeout: float = Field(1800.0, description="In approve mode, how long a request waits before it expires.")
+
+    @field_validator("cooldown", "approval_timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return parse_duration(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What an action changes; ``key`` names it for cooldowns, budgets, leases and audit."""
+
+    kind: str  # "deployment", "model", "prompt", "retrain", "webhook", ...
+    name: str
+    namespace: str = ""
+
+    @property
+    def key(self) -> str:
+        return "/".join(p for p in (self.kind, self.namespace, self.name) if p)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The result of read-and-compare: the state now, the state wanted, and whether to act.
+
+    ``noop`` means the target already is where this alert wants it (for example the
+    Deployment already carries this alert's mark): nothing to do, audit says so.
+    ``blocked`` names a kind-specific guard that refuses (``blast-radius``,
+    ``rollout-in-progress``, ``no-previous-version``) with ``reason`` in words.
+    """
+
+    target: Target
+    before: Mapping[str, Any]
+    after: Mapping[str, Any]
+    noop: bool = False
+    blocked: str | None = None
+    reason: str = ""
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+class TransientActionError(Exception):
+    """A failure worth retrying (409 conflict, 5xx, connection refused, timeout)."""
+
+
+class ActionFailed(Exception):
+    """A failure retrying cannot fix (403, 404, invalid template); reported at once."""
+
+
+class ActionContext:
+    """Clients and settings an action may use, built once by the runtime from config.
+
+    Actions never read the environment or construct clients themselves, so tests pass
+    a context pointing at the real test servers and the runtime passes one built from
+    ``WATCHKEEPER_*`` variables. Attributes a deployment lacks are None; an action
+    that needs one raises ``ActionFailed`` naming the missing setting.
+    """
+
+    def __init__(
+        self,
+        *,
+        kube_api_client: Any = None,
+        mlflow_tracking_uri: str | None = None,
+        publish: Any = None,
+        http: Any = None,
+        namespaces: frozenset[str] | None = None,
+        agent_id: str = "watchkeeper",
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.kube_api_client = kube_api_client  # kubernetes.client.ApiClient, or None
+        self.mlflow_tracking_uri = mlflow_tracking_uri
+        self.publish = publish  # async (topic: str, key: bytes, value: bytes) -> None
+        self.http = http  # httpx.AsyncClient
+        self.namespaces = namespaces  # allow-list for Kubernetes targets; None: any
+        self.agent_id = agent_id  # names this agent in marks, lease holders and audit
+        self.extra = dict(extra or {})
+
+
+class Action(abc.ABC):
+    """One remediation kind. Subclasses set ``kind`` and ``Params`` and register in ``registry.py``."""
+
+    kind: ClassVar[str]
+    Params: ClassVar[type[ActionParams]] = ActionParams
+
+    def __init__(self, params: ActionParams, context: ActionContext) -> None:
+        self.params = params
+        self.context = context
+
+    @abc.abstractmethod
+    def target(self, alert: Alert) -> Target:
+        """Resolve the target from params and the alert's labels; ``ActionFailed`` if it cannot."""
+
+    @abc.abstractmethod
+    async def plan(self, alert: Alert, target: Target) -> Plan:
+        """Read the target and decide; never writes (dry-run calls this too)."""
+
+    @abc.abstractmethod
+    async def apply(self, plan: Plan, alert: Alert) -> Mapping[str, Any]:
+        """Make ``plan.after`` true, idempotently; verify and return the state read back.
+
+        Raise ``TransientActionError`` for what a retry can fix, ``ActionFailed`` otherwise.
+        """
