@@ -23,7 +23,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -39,6 +39,7 @@ __all__ = [
     "Outcome",
     "Plan",
     "Target",
+    "TargetLock",
     "TransientActionError",
 ]
 
@@ -114,6 +115,18 @@ class ActionFailed(Exception):
     """A failure retrying cannot fix (403, 404, invalid template); reported at once."""
 
 
+class TargetLock(Protocol):
+    """Mutual exclusion per target across agents (a Kubernetes Lease in production).
+
+    ``acquire`` returns False, without waiting, when another holder owns a live lock;
+    holding an expired one is allowed to be taken over. ``release`` is idempotent.
+    """
+
+    async def acquire(self, key: str, holder: str, ttl_s: float) -> bool: ...
+
+    async def release(self, key: str, holder: str) -> None: ...
+
+
 class ActionContext:
     """Clients and settings an action may use, built once by the runtime from config.
 
@@ -131,6 +144,7 @@ class ActionContext:
         publish: Any = None,
         http: Any = None,
         namespaces: frozenset[str] | None = None,
+        lock: TargetLock | None = None,
         agent_id: str = "watchkeeper",
         extra: Mapping[str, Any] | None = None,
     ) -> None:
@@ -139,6 +153,7 @@ class ActionContext:
         self.publish = publish  # async (topic: str, key: bytes, value: bytes) -> None
         self.http = http  # httpx.AsyncClient
         self.namespaces = namespaces  # allow-list for Kubernetes targets; None: any
+        self.lock = lock  # None: the runtime's in-process lock (one agent only)
         self.agent_id = agent_id  # names this agent in marks, lease holders and audit
         self.extra = dict(extra or {})
 
