@@ -20,7 +20,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Any, Literal, Union
+from types import MappingProxyType
+from typing import Annotated, Any, Literal, NamedTuple, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
@@ -156,14 +157,17 @@ Event = Annotated[Union[InferenceEvent, LlmEvent, GpuEvent], Field(discriminator
 EVENT_ADAPTER: TypeAdapter[InferenceEvent | LlmEvent | GpuEvent] = TypeAdapter(Event)
 
 
-@dataclass(frozen=True, slots=True)
-class Score:
-    """What a detector says about one observation: a score in [0, 1], a verdict, and why."""
+class Score(NamedTuple):
+    """What a detector says about one observation: a score in [0, 1], a verdict, and why.
+
+    A named tuple rather than a frozen dataclass: every event makes one per matching
+    rule, and a tuple is built about three times faster (the hot path of the agent).
+    """
 
     score: float
     active: bool
     value: float
-    evidence: Mapping[str, Any] = field(default_factory=dict)
+    evidence: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)

@@ -109,17 +109,37 @@ class Threshold(Detector):
         self._q = float(quantile.group(1)) / 100.0 if quantile else None
         if self._q is not None and not 0.0 < self._q <= 1.0:
             raise DetectorError(f"quantile {agg!r} must be between p0 and p100")
-        self._samples: deque[tuple[float, float]] = deque()
+        self._keep_sorted = self._q is not None or agg in ("max", "min")
+        # two parallel deques of floats rather than one of (ts, x) tuples: ~40 % less
+        # memory per sample and no tuple to build or unpack on the hot path
+        self._ts: deque[float] = deque()
+        self._xs: deque[float] = deque()
         self._sorted: list[float] = []
         self._sum = 0.0
         self._last = math.nan
+        self._evidence = MappingProxyType({"threshold": self.threshold, "agg": agg, "window_s": self.window_s})
 
     def update(self, x: float, ts: float) -> Score:
         self._last = x
         if self.window_s == 0.0:
             return self._compare_last()
-        self._add(x, ts)
-        return self.evaluate(ts)
+        stamps = self._ts
+        stamps.append(ts)
+        self._xs.append(x)
+        self._sum += x
+        if self._keep_sorted:
+            bisect.insort(self._sorted, x)
+        if len(stamps) > self.max_samples:
+            self._drop_oldest()
+        # evaluate(ts), inlined: this is the agent's hottest function
+        horizon = ts - self.window_s
+        while stamps[0] <= horizon:
+            self._drop_oldest()
+        n = len(stamps)
+        value = self._sum / n if self.agg == "mean" else self._aggregate(n)
+        if n >= self.min_count and self._cmp(value, self.threshold):
+            return Score(1.0, True, value, {**self._evidence, "n": n})
+        return Score(0.0, False, value, _QUIET)
 
     def evaluate(self, ts: float) -> Score:
         """Score the window as it stands at ``ts`` (expiring what fell out of it).
@@ -129,12 +149,14 @@ class Threshold(Detector):
         """
         if self.window_s == 0.0:
             return self._compare_last()
-        self._expire(ts)
-        n = len(self._samples)
+        stamps = self._ts
+        horizon = ts - self.window_s
+        while stamps and stamps[0] <= horizon:
+            self._drop_oldest()
+        n = len(stamps)
         value = self._aggregate(n)
         if n >= self.min_count and self._cmp(value, self.threshold):
-            evidence = {"threshold": self.threshold, "agg": self.agg, "window_s": self.window_s, "n": n}
-            return Score(1.0, True, value, evidence)
+            return Score(1.0, True, value, {**self._evidence, "n": n})
         return Score(0.0, False, value, _QUIET)
 
     def _compare_last(self) -> Score:
@@ -148,56 +170,42 @@ class Threshold(Detector):
         return {"op": ">", "threshold": 500.0, "agg": "mean", "window_s": 10.0}
 
     # --- window bookkeeping -----------------------------------------------------------
-    def _add(self, x: float, ts: float) -> None:
-        self._samples.append((ts, x))
-        self._sum += x
-        if self._q is not None or self.agg in ("max", "min"):
-            bisect.insort(self._sorted, x)
-        if len(self._samples) > self.max_samples:
-            self._drop_oldest()
-
-    def _expire(self, ts: float) -> None:
-        horizon = ts - self.window_s
-        samples = self._samples
-        while samples and samples[0][0] <= horizon:
-            self._drop_oldest()
-
     def _drop_oldest(self) -> None:
-        _, x = self._samples.popleft()
+        self._ts.popleft()
+        x = self._xs.popleft()
         self._sum -= x
         if self._sorted:
             del self._sorted[bisect.bisect_left(self._sorted, x)]
-        if not self._samples:
+        if not self._ts:
             self._sum = 0.0  # no float residue on an empty window
 
     def _aggregate(self, n: int) -> float:
         agg = self.agg
         if n == 0:
             return 0.0 if agg in ("count", "sum", "rate") else math.nan
+        if agg == "mean":
+            return self._sum / n
+        if self._q is not None:
+            return self._sorted[max(0, math.ceil(self._q * n) - 1)]
         if agg == "count":
             return float(n)
         if agg == "sum":
             return self._sum
         if agg == "rate":
             return self._sum / self.window_s
-        if agg == "mean":
-            return self._sum / n
         if agg == "max":
             return self._sorted[-1]
         if agg == "min":
             return self._sorted[0]
-        if agg == "last":
-            return self._last
-        assert self._q is not None
-        return self._sorted[max(0, math.ceil(self._q * n) - 1)]
+        return self._last
 
     # --- checkpoints ------------------------------------------------------------------
     def _dump(self) -> Any:
-        return {"samples": list(self._samples), "last": None if math.isnan(self._last) else self._last}
+        return {"samples": [[t, x] for t, x in zip(self._ts, self._xs, strict=True)], "last": None if math.isnan(self._last) else self._last}
 
     def _load(self, state: Any) -> None:
-        self._samples = deque((float(t), float(x)) for t, x in state["samples"])
-        self._sum = math.fsum(x for _, x in self._samples)
-        keep_sorted = self._q is not None or self.agg in ("max", "min")
-        self._sorted = sorted(x for _, x in self._samples) if keep_sorted else []
+        self._ts = deque(float(t) for t, _ in state["samples"])
+        self._xs = deque(float(x) for _, x in state["samples"])
+        self._sum = math.fsum(self._xs)
+        self._sorted = sorted(self._xs) if self._keep_sorted else []
         self._last = math.nan if state["last"] is None else float(state["last"])

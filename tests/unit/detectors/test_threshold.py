@@ -76,7 +76,7 @@ def test_max_samples_bounds_state():
     det = Threshold(op=">", threshold=1e9, agg="max", window_s=1e6, max_samples=100)
     for i in range(1000):
         det.update(float(i), ts=float(i))
-    assert len(det._samples) == 100
+    assert len(det._ts) == len(det._xs) == 100
     assert det.evaluate(1000.0).value == 999.0
 
 
