@@ -173,6 +173,26 @@ class RuleEngine:
                 findings.append(Finding(rule.id, key, state.last_ts, score))
         return findings
 
+    def sweep(self, now: float, staleness_s: float, skip: Container[SeriesKey]) -> list[Finding]:
+        """Evaluate, at event time ``now``, the fresh series not in ``skip`` that can be.
+
+        Only detectors with ``evaluate`` take part; a series silent for ``staleness_s``
+        is left alone (it no longer matches), and one with an event at or after ``now``
+        already has a fresher verdict. Returns the findings that turned active.
+        """
+        findings: list[Finding] = []
+        for skey, state in self._table.items():
+            if skey in skip or state.last_ts >= now or now - state.last_ts > staleness_s:
+                continue
+            evaluate = getattr(state.detector, "evaluate", None)
+            if evaluate is None:
+                continue
+            score = evaluate(now)
+            state.last_score = score
+            if score.active:
+                findings.append(Finding(skey[0], skey[1], now, score))
+        return findings
+
     def _evict(self) -> None:
         """Drop the idlest series (oldest last event time), never one with an alert.
 

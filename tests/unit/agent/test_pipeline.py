@@ -101,3 +101,37 @@ groups:
     assert p.engine.series(("g/A", ("svc", "m"))) is state
     p.reload(rules_from(text.replace("threshold: 100", "threshold: 50")))
     assert p.engine.series(("g/A", ("svc", "m"))) is None
+
+
+def test_tick_sweep_finds_a_condition_that_time_alone_makes_true():
+    # traffic drop: fewer than 5 requests in 30 s. svc "quiet" stops sending after t=19;
+    # only svc "busy" keeps the event clock moving, yet "quiet" must fire on a sweep
+    p = Pipeline(one_rule("{kind: threshold, field: latency_ms, agg: count, window_s: 30, op: '<', threshold: 5, min_count: 1}"))
+    for t in range(0, 20):
+        p.process(inference(t, 10, service="quiet"))
+        p.process(inference(t, 10, service="busy"))
+    assert p.tick() == []
+    fired = []
+    for t in range(21, 80):
+        p.process(inference(t, 10, service="busy"))
+        fired += [a for a in p.tick() if a.labels["service"] == "quiet"]
+    assert fired and fired[0].labels["alertname"] == "A"
+    # the window (15, 45] holds 16..19: found on the sweep at the 45 s boundary, not later
+    assert fired[0].active_at == 45.0
+
+
+def test_sweep_times_do_not_depend_on_batch_boundaries():
+    rule = "{kind: threshold, field: latency_ms, agg: count, window_s: 30, op: '<', threshold: 5, min_count: 1}"
+
+    def run(tick_every: int) -> list[tuple[str, float]]:
+        p = Pipeline(one_rule(rule))
+        out = []
+        for t in range(0, 120):
+            if t < 20:
+                p.process(inference(t, 10, service="quiet"))
+            p.process(inference(t, 10, service="busy"))
+            if t % tick_every == 0:
+                out += [(a.state.value, a.active_at) for a in p.tick() if a.labels["service"] == "quiet"]
+        return out
+
+    assert run(1)[0] == run(7)[0] == ("firing", 45.0)
