@@ -1,7 +1,8 @@
 """Guarded remediations (scale, rollback, retrain, notify) triggered by alerts.
 
-The spine ships the registry only; a rule's ``actions`` list must be empty until an
-action kind is registered here.
+``base`` is the contract every kind implements, ``registry`` the table of kinds a
+rule's ``actions[].type`` names; ``guards``, ``ledger`` and ``audit`` are the framework
+the runtime (agent/runtime/remediator.py) runs every kind through.
 """
 
 from .registry import ACTIONS

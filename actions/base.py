@@ -167,6 +167,11 @@ class Action(abc.ABC):
     def __init__(self, params: ActionParams, context: ActionContext) -> None:
         self.params = params
         self.context = context
+        # Set by the runtime before ``plan``/``apply``: this decision's idempotency key
+        # (``actions.audit.decision_key``). An action that can mark its target (the
+        # ``watchkeeper.io/last-action`` annotation, an MLflow tag) writes it there and
+        # plans ``noop`` when it finds it, so a re-run after a crash does nothing twice.
+        self.decision_key = ""
 
     @abc.abstractmethod
     def target(self, alert: Alert) -> Target:

@@ -1,0 +1,218 @@
+"""The remediation side of one agent, wired: action context, audit ledger, remediator, HTTP API.
+
+``AgentApp`` owns one :class:`Remediation`: its ``handle`` is the body of the
+``<group>.actions`` subscriber on the alerts topic, its ``run`` a background task (the
+audit-topic tail that rebuilds and follows the ledger, and the approval sweep), and its
+``routes`` are served by the agent's HTTP server:
+
+* ``GET /actions``: recent decisions and pending approvals as JSON (``?pending=1``);
+* ``POST /actions/{id}/approve`` and ``POST /actions/{id}/reject`` (body, optional:
+  ``{"by": "alice", "reason": "..."}``); they require ``Authorization: Bearer <token>``
+  with the token of ``WATCHKEEPER_ACTIONS_APPROVE_TOKEN_FILE``, and are refused (403)
+  when no token is configured: an open endpoint that lets anyone who reaches the
+  metrics port approve a production change is not a safe default. Without a token,
+  approve with ``watchkeeper actions approve`` (Kafka credentials are the gate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+from urllib.parse import parse_qs
+
+from actions.audit import AuditRecord
+from actions.base import Action, ActionContext
+from agent.config import AgentConfig
+from agent.logs import get_logger
+from agent.model import Alert, AlertState
+from agent.rules import RuleSet
+
+from .action_context import build_action_context
+from .audit_log import AuditTail
+from .http import Handler, Request, Response
+from .remediator import Annotate, Remediator
+from .selfmetrics import SelfMetrics
+
+__all__ = ["Remediation", "decode_firing"]
+
+_log = get_logger(__name__)
+
+
+STALE_ALERT_S = 900.0
+"""Alert records published longer ago than this are not acted on: a new consumer group
+starting at the earliest offset must not remediate last week's incidents. A firing
+alert is re-sent every resend interval, so a live incident always has a fresh record."""
+
+
+def decode_firing(records: Iterable[Any], *, now: float | None = None, max_age_s: float = STALE_ALERT_S) -> list[Alert]:
+    """FIRING alerts from records of the alerts topic, in order, re-sends included.
+
+    Unlike the notifier, a later RESOLVED snapshot in the same batch does not hide a
+    FIRING one: the incident happened and its actions are decided (and audited).
+    Re-sends are kept: the ledger recognises them (and counts them as duplicates).
+    """
+    oldest_ms = ((time.time() if now is None else now) - max_age_s) * 1000.0
+    out: list[Alert] = []
+    stale = 0
+    for rec in records:
+        if rec.timestamp is not None and 0 < rec.timestamp < oldest_ms:
+            stale += 1
+            continue
+        try:
+            alert = Alert.from_dict(json.loads(rec.value or b""))
+        except (ValueError, KeyError, TypeError) as exc:
+            _log.error("skipping undecodable record on the alerts topic", error=str(exc))
+            continue
+        if alert.state is AlertState.FIRING:
+            out.append(alert)
+    if stale:
+        _log.info("alert records older than the remediation horizon skipped", count=stale, max_age_s=max_age_s)
+    return out
+
+
+class Remediation:
+    """Builds and runs the remediator for an agent (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        broker: Any,
+        metrics: SelfMetrics,
+        *,
+        rules: Callable[[], RuleSet],
+        stopping: asyncio.Event,
+        annotate: Annotate | None = None,
+        on_audit: Callable[[AuditRecord], None] | None = None,
+        context: ActionContext | None = None,
+        registry: Mapping[str, type[Action]] | None = None,
+    ) -> None:
+        import httpx
+
+        self.config = config
+        self._broker = broker
+        self._stopping = stopping
+        self._http = httpx.AsyncClient(timeout=10.0) if context is None else None
+        self.context = context or build_action_context(config, self._publish, http=self._http)
+        self.remediator = Remediator(
+            rules=rules,
+            context=self.context,
+            publish=self._publish_record,
+            metrics=metrics,
+            ceiling=config.actions_mode,
+            fleet_max_per_hour=config.actions_max_per_hour,
+            backoff_s=config.actions_backoff_s,
+            annotate=annotate,
+            on_audit=on_audit,
+            registry=registry,
+        )
+        self.tail = AuditTail(config.kafka.bootstrap, config.topics.audit, self.remediator.observe, security=config.kafka.security)
+
+    async def _publish(self, topic: str, key: bytes, value: bytes) -> None:
+        await self._broker.publish(value, topic, key=key, headers={"content-type": "application/json"})
+
+    async def _publish_record(self, record: AuditRecord) -> None:
+        await self._publish(self.config.topics.audit, record.target.encode(), record.to_json())
+
+    # --- the subscriber and the background task ------------------------------------------
+    async def handle(self, records: Any) -> None:
+        """Decide the actions of a batch of alert transitions; raising rewinds the batch."""
+        max_age_s = max(STALE_ALERT_S, 4 * self.config.resend_interval_s)  # a live alert is always fresher
+        alerts = [a for a in decode_firing(records, max_age_s=max_age_s) if self.remediator.wants(a)]
+        if not alerts:
+            return
+        await self._ledger_ready()
+        await self.remediator.handle(alerts)
+
+    async def _ledger_ready(self) -> None:
+        if self.tail.caught_up.is_set():
+            return
+        waits = [asyncio.create_task(self.tail.caught_up.wait()), asyncio.create_task(self._stopping.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+        if not self.tail.caught_up.is_set():
+            raise RuntimeError("stopping before the audit ledger was rebuilt; the alerts will be redelivered")
+
+    async def run(self) -> None:
+        """Follow the audit topic; execute approvals and expire requests as they come due."""
+        tail = asyncio.create_task(self.tail.run(self._stopping), name="audit-tail")
+        try:
+            while not self._stopping.is_set():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.remediator.wake.wait(), timeout=1.0)
+                if self._stopping.is_set() or not self.tail.caught_up.is_set():
+                    continue
+                try:
+                    await self.remediator.sweep()
+                except Exception:  # noqa: BLE001 - a failed sweep is logged and tried again
+                    _log.exception("approval sweep failed; retrying")
+                    await asyncio.sleep(1.0)
+        finally:
+            tail.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await tail
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+
+    # --- HTTP ------------------------------------------------------------------------------
+    def routes(self) -> dict[str, Handler]:
+        return {"/actions": self._list, "/actions/": self._answer}
+
+    async def _list(self, request: Request) -> Response:
+        if request.method not in ("GET", "HEAD"):
+            return Response(405, "method not allowed\n", headers={"allow": "GET, HEAD"})
+        query = parse_qs(request.query)
+        try:
+            limit = max(1, min(1000, int(query.get("limit", ["100"])[0])))
+        except ValueError:
+            return Response(400, "limit must be an integer\n")
+        ledger = self.remediator.ledger
+        body: dict[str, Any] = {
+            "agent": self.remediator.agent_id,
+            "ledger_ready": self.tail.caught_up.is_set(),
+            "pending": [p.record.to_dict() for p in ledger.waiting()],
+        }
+        if query.get("pending", ["0"])[0] not in ("1", "true"):
+            body["recent"] = [r.to_dict() for r in list(ledger.recent)[::-1][:limit]]
+        return _json(200, body)
+
+    async def _answer(self, request: Request) -> Response:
+        parts = request.path.removeprefix("/actions/").strip("/").split("/")
+        if len(parts) != 2 or parts[1] not in ("approve", "reject"):
+            return Response(404, "use POST /actions/{id}/approve or /actions/{id}/reject\n")
+        if request.method != "POST":
+            return Response(405, "method not allowed\n", headers={"allow": "POST"})
+        token = self.config.actions_approve_token
+        if not token:
+            return Response(
+                403,
+                "approvals over HTTP are off: set WATCHKEEPER_ACTIONS_APPROVE_TOKEN_FILE, "
+                "or answer with `watchkeeper actions approve|reject ID`\n",
+            )
+        if not hmac.compare_digest(request.headers.get("authorization", ""), f"Bearer {token}"):
+            return Response(401, "a valid bearer token is required to answer approvals\n")
+        try:
+            body = json.loads(request.body) if request.body.strip() else {}
+            if not isinstance(body, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            return Response(400, 'the body must be a JSON object like {"by": "alice", "reason": "..."}\n')
+        by = str(body.get("by") or request.headers.get("x-forwarded-user") or "http")
+        try:
+            record = await self.remediator.answer(parts[0], by=by, approve=parts[1] == "approve", reason=str(body.get("reason") or ""))
+        except LookupError as exc:
+            return Response(404, f"{exc}\n")
+        return _json(200, record.to_dict())
+
+
+def _json(status: int, body: Any) -> Response:
+    return Response(status, json.dumps(body, indent=1) + "\n", content_type="application/json")
