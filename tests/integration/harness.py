@@ -144,6 +144,8 @@ def agent_config(bootstrap: str, unique_topic: UniqueTopic, rules: Path, **overr
         # Event time moves with the events only: an idle tick (+1 s of event time per
         # second of quiet) could expire a window while a test waits on Slack.
         idle_advance_s=600.0,
+        # beside the test's rule file (its tmp_path), never in the checkout
+        report_dir=str(Path(rules).parent / "drift-reports"),
     )
     return replace(config, **overrides)
 
