@@ -13,6 +13,7 @@ from scipy.special import chdtrc, chdtri
 from agent.errors import DetectorError
 from agent.model import Score
 
+from ._reference import MIN_REFERENCE, parse_window, source_label
 from .base import Detector
 
 __all__ = ["CategoryDrift"]
@@ -30,7 +31,8 @@ class CategoryDrift(Detector):
 
     Use it on categorical model inputs (country, device, channel) and on class
     predictions. The reference is the category counts of the first ``reference_size``
-    events, or fixed ``reference`` counts (a reference file, loaded by the rules layer).
+    events, of the events of a named ``reference_window`` of event time, or fixed
+    ``reference`` counts (a rule's ``reference_file``, counted by the rules layer).
     The most frequent ``max_categories - 1`` reference categories keep their own cell;
     the rest, and categories never seen in the reference, share an "(other)" cell whose
     reference share is the folded categories' plus the Good-Turing estimate of unseen
@@ -58,6 +60,12 @@ class CategoryDrift(Detector):
     reference
         Fixed reference counts as ``(category, count)`` pairs, used from the first event;
         ``reference_size`` is then ignored.
+    reference_window
+        ``[start, end]`` (RFC 3339 times or epoch seconds): the events of this period of
+        event time are the reference, earlier ones are not learned, and the first event
+        at or after ``end`` completes it. If the period passed before the series began,
+        the first ``reference_size`` events are learned instead (the evidence's
+        ``reference_source`` says which).
     false_alarm_days
         The false-alarm budget: at most one false drift alert per this many days at the
         series' event rate.
@@ -95,6 +103,7 @@ class CategoryDrift(Detector):
         *,
         reference_size: int = 5000,
         reference: tuple[tuple[str, int], ...] = (),
+        reference_window: tuple | None = None,
         false_alarm_days: float = 30.0,
         window_size: int = 200,
         max_categories: int = 16,
@@ -113,6 +122,7 @@ class CategoryDrift(Detector):
             raise DetectorError(f"max_categories must be an integer between 2 and 256, got {max_categories!r}")
         self.reference_size = reference_size
         self.reference = pairs
+        self.reference_window = parse_window(reference_window)
         self.false_alarm_days = float(false_alarm_days)
         self.window_size = window_size
         self.max_categories = max_categories
@@ -136,6 +146,9 @@ class CategoryDrift(Detector):
         self._crit = math.inf
         self._scale = 0.0
         self._active = False
+        self._skipped = 0  # events before the reference window: not learned
+        self._window_over = False
+        self._from_window = False
         if self.reference:
             self._finish_reference(dict(self.reference), 0)
 
@@ -150,12 +163,22 @@ class CategoryDrift(Detector):
         if len(window) == self.window_size and self._cells:
             self._counts[self._cell(window[0])] -= 1
         window.append(x)
+        if not self._cells and self.reference_window is not None and not self._window_over:
+            start, end = self.reference_window
+            if ts < end:
+                if ts < start:
+                    self._skipped += 1
+                else:
+                    self._learn(x)
+                return Score(0.0, False, 0.0, _QUIET)
+            self._window_over = True
+            if sum(self._learned.values()) + self._learned_other >= MIN_REFERENCE:
+                self._finish_reference(self._learned, self._learned_other)  # counts the window, x included
+                self._from_window = True
+                self._counts[self._cell(x)] -= 1  # counted again below
         if not self._cells:
-            if x in self._learned or len(self._learned) < max(_LEARN_CAP, 2 * self.max_categories):
-                self._learned[x] = self._learned.get(x, 0) + 1
-            else:
-                self._learned_other += 1
-            if self._n >= self.reference_size:
+            self._learn(x)
+            if self._n - self._skipped >= self.reference_size:
                 self._finish_reference(self._learned, self._learned_other)
             return Score(0.0, False, 0.0, _QUIET)
         self._counts[self._cell(x)] += 1
@@ -178,6 +201,12 @@ class CategoryDrift(Detector):
             return Score(min(ratio, 1.0), False, distance, _QUIET)
         self._active = True
         return Score(min(ratio, 1.0), True, distance, self._evidence(g, distance))
+
+    def _learn(self, x: str) -> None:
+        if x in self._learned or len(self._learned) < max(_LEARN_CAP, 2 * self.max_categories):
+            self._learned[x] = self._learned.get(x, 0) + 1
+        else:
+            self._learned_other += 1
 
     def _cell(self, x: str) -> int:
         return self._index.get(x, len(self._cells) - 1)
@@ -224,6 +253,7 @@ class CategoryDrift(Detector):
             "alpha_per_test": 1.0 / (self._rate_used * self.false_alarm_days * _DAY_S),
             "distance_tv": distance, "rate_per_s": self._rate_used, "false_alarm_days": self.false_alarm_days,
             "reference_n": sum(self._ref_counts), "window_size": w,
+            "reference_source": source_label(bool(self.reference), self.reference_window, self._from_window, self.reference_size),
             "reference_top": _top(self._cells, self._share), "current_top": _top(self._cells, [o / w for o in self._counts]),
         }
 
@@ -258,6 +288,7 @@ class CategoryDrift(Detector):
             "learned": self._learned, "learned_other": self._learned_other,
             "reference": None if fixed or not self._cells else [self._cells[:-1], self._ref_counts, self._singletons],
             "rate_used": self._rate_used, "active": self._active,
+            "window_state": [self._skipped, self._window_over, self._from_window],
         }
 
     def _load(self, state: Any) -> None:
@@ -278,6 +309,8 @@ class CategoryDrift(Detector):
         if state["rate_used"]:
             self._calibrate(float(state["rate_used"]))
         self._active = bool(state["active"])
+        skipped, over, from_window = state.get("window_state", (0, False, False))
+        self._skipped, self._window_over, self._from_window = int(skipped), bool(over), bool(from_window)
 
 
 def _pairs(reference: Any) -> tuple[tuple[str, int], ...]:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import math
-import sys
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Mapping
@@ -17,13 +15,15 @@ import numpy as np
 from agent.errors import DetectorError
 from agent.model import Score
 
+from ._drift_evidence import LazyEvidence, num, pack, summary, unpack
+from ._rank_cusum import KNOTS, finite, knots_and_counts, sensitivities, solve, weighted_reference
+from ._reference import MIN_REFERENCE, parse_window, source_label
 from .base import Detector
 
 __all__ = ["Drift"]
 
 _QUIET: Mapping[str, Any] = MappingProxyType({})  # inactive verdicts carry no evidence
 _DAY_S = 86_400.0
-_KNOTS = 256  # the reference is kept as 256 knots plus the counts of the cells around them
 _SIEGMUND = 1.166  # Siegmund's overshoot correction of a Gaussian CUSUM (in sd units)
 _MIN_SCALE = 0.5  # a (nearly) constant reference does not blow normal scores up
 _RATE_STEP = 1.05  # thresholds follow the event rate when it moves by more than 5 %
@@ -35,7 +35,8 @@ class Drift(Detector):
 
     Use it on model inputs and outputs whose distribution should stay as it was when the
     model was validated. The reference is the first ``reference_size`` events of the
-    series, or a fixed ``reference`` sample (a reference file, loaded by the rules layer).
+    series, the events of a named ``reference_window`` of event time, or a fixed
+    ``reference`` sample (a rule's ``reference_file``, summarised by the rules layer).
     Each later value becomes a normal score through the reference's empirical
     distribution (``z = Phi^-1(mid-rank / (n + 1))``), so any distribution looks standard
     normal while it matches the reference. A bank of one-sided CUSUMs watches the scores:
@@ -72,6 +73,12 @@ class Drift(Detector):
         ignored): values in the observed field's unit, or ``(value, count)`` pairs, such
         as a reference file's quantiles with the rows each stands for. Each entry costs
         10-30 checkpoint bytes; a file summarised as 256 pairs keeps its full weight.
+    reference_window
+        ``[start, end]`` (RFC 3339 times or epoch seconds): the events of this period of
+        event time are the reference, earlier ones are not learned, and the first event
+        at or after ``end`` completes it. If the period passed before the series began,
+        the first ``reference_size`` events are learned instead (the evidence's
+        ``reference_source`` says which).
     false_alarm_days
         The false-alarm budget: at most one false drift alert per this many days at the
         series' event rate.
@@ -115,6 +122,7 @@ class Drift(Detector):
         *,
         reference_size: int = 5000,
         reference: tuple[float, ...] = (),
+        reference_window: tuple | None = None,
         false_alarm_days: float = 30.0,
         mean_shifts_sd: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0),
         scale_ratio: float | None = 1.5,
@@ -123,14 +131,14 @@ class Drift(Detector):
     ) -> None:
         if isinstance(reference_size, bool) or not isinstance(reference_size, int) or reference_size < 10:
             raise DetectorError(f"reference_size must be an integer >= 10, got {reference_size!r}")
-        weighted = _weighted(reference)
+        weighted = weighted_reference(reference)
         if reference and sum(c for _, c in weighted) < 10:
             raise DetectorError(f"reference needs at least 10 values, got {sum(c for _, c in weighted)}")
-        if not _finite(false_alarm_days) or false_alarm_days <= 0:
+        if not finite(false_alarm_days) or false_alarm_days <= 0:
             raise DetectorError(f"false_alarm_days must be a positive number of days, got {false_alarm_days!r}")
-        if not isinstance(mean_shifts_sd, (tuple, list)) or not all(_finite(d) and d > 0 for d in mean_shifts_sd):
+        if not isinstance(mean_shifts_sd, (tuple, list)) or not all(finite(d) and d > 0 for d in mean_shifts_sd):
             raise DetectorError(f"mean_shifts_sd must be a list of positive numbers, got {mean_shifts_sd!r}")
-        if scale_ratio is not None and (not _finite(scale_ratio) or scale_ratio <= 1.0):
+        if scale_ratio is not None and (not finite(scale_ratio) or scale_ratio <= 1.0):
             raise DetectorError(f"scale_ratio must be a number > 1 (or null for means only), got {scale_ratio!r}")
         if not mean_shifts_sd and scale_ratio is None:
             raise DetectorError("nothing to watch: give mean_shifts_sd or scale_ratio")
@@ -139,7 +147,8 @@ class Drift(Detector):
         if not isinstance(relearn, bool):
             raise DetectorError(f"relearn must be true or false, got {relearn!r}")
         self.reference_size = reference_size
-        self.reference = tuple(float(v) if _finite(v) else (float(v[0]), int(v[1])) for v in reference)
+        self.reference = tuple(float(v) if finite(v) else (float(v[0]), int(v[1])) for v in reference)
+        self.reference_window = parse_window(reference_window)
         self.false_alarm_days = float(false_alarm_days)
         self.mean_shifts_sd = tuple(float(d) for d in mean_shifts_sd)
         self.scale_ratio = None if scale_ratio is None else float(scale_ratio)
@@ -161,7 +170,7 @@ class Drift(Detector):
         self._coef = tuple((j, a, b, c) for j, (_, _, a, b, c) in enumerate(tests))
         self._fixed: tuple[list[float], list[int]] | None = None
         if self.reference:
-            self._fixed = _knots_and_counts(weighted)
+            self._fixed = knots_and_counts(weighted)
         self._fresh(0)
 
     def _fresh(self, n: int) -> None:
@@ -169,6 +178,8 @@ class Drift(Detector):
         self._t0 = self._t1 = math.nan
         self._win = array("f", [0.0] * self.window_size)
         self._win_n = 0
+        self._skipped = 0  # events before the reference window: neither learned nor scored
+        self._window_over = False
         self._fresh_reference(self._fixed)
 
     def _fresh_reference(self, fixed: tuple[list[float], list[int]] | None) -> None:
@@ -183,6 +194,7 @@ class Drift(Detector):
         self._s = [0.0] * len(self._tests)
         self._start = [self._n] * len(self._tests)  # event after which each CUSUM last left 0
         self._active, self._cause = False, 0
+        self._from_window = False
         if fixed:
             self._finish_reference(solve=True)
 
@@ -198,7 +210,20 @@ class Drift(Detector):
         self._win[self._win_n % self.window_size] = x
         self._win_n += 1
         if not self._ready:
-            return self._learn(x)
+            window = self.reference_window
+            if window is None or self._window_over:
+                return self._learn(x)
+            if ts < window[1]:
+                if ts < window[0]:
+                    self._skipped += 1
+                else:
+                    self._add_reference(x)
+                return Score(0.0, False, 0.0, _QUIET)
+            self._window_over = True
+            if sum(self._counts) < MIN_REFERENCE:
+                return self._learn(x)  # the window passed before the series began: learn its first events
+            self._finish_reference(solve=True)
+            self._from_window = True
         rate = max(self._n - 1, 1) / max(self._t1 - self._t0, 1.0)
         if rate > self._rate_used * _RATE_STEP or rate * _RATE_STEP < self._rate_used:
             self._calibrate(rate)
@@ -236,13 +261,13 @@ class Drift(Detector):
         if sum(self._counts) >= self.reference_size:
             self._finish_reference(solve=True)
             return Score(0.0, False, 0.0, _QUIET)
-        if self.relearn and self._n > sum(self._counts):  # relearning after a drift: still active
+        if self.relearn and self._n - self._skipped > sum(self._counts):  # relearning after a drift: still active
             return Score(1.0, True, 1.0, self._evidence(-1))
         return Score(0.0, False, 0.0, _QUIET)
 
     def _add_reference(self, x: float) -> None:
         knots, counts = self._knots, self._counts
-        if len(knots) < _KNOTS:
+        if len(knots) < KNOTS:
             i = bisect_left(knots, x)
             if i < len(knots) and knots[i] == x:
                 counts[2 * i + 1] += 1
@@ -265,11 +290,11 @@ class Drift(Detector):
         sd = max(math.sqrt(float(weights @ (raw - mean) ** 2)), _MIN_SCALE)
         z = (raw - mean) / sd
         self._ztab = z.tolist()
-        self._ref_summary = _summary("reference", self._reference_sample())
+        self._ref_summary = summary("reference", self._reference_sample())
         self._ready = True
         self._rate_used = 0.0  # calibrate at the next event
         if solve:
-            self._theta = _sensitivities(self._tests, z, weights, int(n))
+            self._theta = sensitivities(self._tests, z, weights, int(n))
 
     def _calibrate(self, rate: float) -> None:
         """Per-CUSUM thresholds for at most one expected false alarm per budget period.
@@ -288,9 +313,9 @@ class Drift(Detector):
         h = []
         for (name, d, *_), (theta, a) in zip(self._tests, self._theta, strict=True):
             if name.startswith("mean"):  # Siegmund: ARL0 = exp(h + 1.166 d) / (d^2 / 2)
-                u = _solve(math.log(max(arl * d * d / 2, 1.0)), a) - _SIEGMUND * d
+                u = solve(math.log(max(arl * d * d / 2, 1.0)), a) - _SIEGMUND * d
             else:  # Lorden: ARL0 >= exp(h)
-                u = _solve(math.log(max(arl, 1.0)), a)
+                u = solve(math.log(max(arl, 1.0)), a)
             h.append(max(u, 1.0) / theta)
         return h
 
@@ -304,7 +329,10 @@ class Drift(Detector):
 
     def _evidence(self, j: int) -> Mapping[str, Any]:
         k = min(self._win_n, self.window_size)
-        evidence: dict[str, Any] = {"reference_n": sum(self._counts), "window_size": k}
+        evidence: dict[str, Any] = {
+            "reference_n": sum(self._counts), "window_size": k,
+            "reference_source": source_label(self._fixed is not None, self.reference_window, self._from_window, self.reference_size),
+        }  # fmt: skip
         if j >= 0:
             name, d, *_ = self._tests[j]
             evidence.update(
@@ -315,7 +343,7 @@ class Drift(Detector):
             )
         else:
             evidence["test"] = "relearning"
-        return _Evidence(evidence, self._win[:k])
+        return LazyEvidence(evidence, self._win[:k])
 
     def _reference_sample(self, limit: int = 1000) -> list[float]:
         """The reference rebuilt from knots and counts (cell midpoints), at most ``limit``."""
@@ -345,12 +373,13 @@ class Drift(Detector):
     def _dump(self) -> Any:
         learned = self._fixed is None or self._knots != self._fixed[0] or self._counts != self._fixed[1]
         return {
-            "n": self._n, "t0": _num(self._t0), "t1": _num(self._t1), "win": _pack(self._current()),
-            "win_n": self._win_n, "knots": _pack(self._knots, "d") if learned else None,
+            "n": self._n, "t0": num(self._t0), "t1": num(self._t1), "win": pack(self._current()),
+            "win_n": self._win_n, "knots": pack(self._knots, "d") if learned else None,
             "counts": self._counts if learned else None, "ready": self._ready,
-            "theta": [list(v) for v in self._theta], "h": [_num(v) for v in self._h],
+            "theta": [list(v) for v in self._theta], "h": [num(v) for v in self._h],
             "rate_used": self._rate_used, "m": self._m, "s": self._s, "start": self._start,
             "active": self._active, "cause": self._cause,
+            "window": [self._skipped, self._window_over, self._from_window],
         }
 
     def _load(self, state: Any) -> None:
@@ -358,11 +387,11 @@ class Drift(Detector):
         self._win_n = int(state["win_n"])
         self._t0 = math.nan if state["t0"] is None else float(state["t0"])
         self._t1 = math.nan if state["t1"] is None else float(state["t1"])
-        current = _unpack(state["win"])
+        current = unpack(state["win"])
         for i, v in enumerate(current, start=self._win_n - len(current)):
             self._win[i % self.window_size] = v
         if state["knots"] is not None:
-            self._knots, self._counts = _unpack(state["knots"], "d"), [int(c) for c in state["counts"]]
+            self._knots, self._counts = unpack(state["knots"], "d"), [int(c) for c in state["counts"]]
             self._ready = False
             if state["ready"]:
                 self._finish_reference(solve=False)
@@ -373,141 +402,5 @@ class Drift(Detector):
         self._s = [float(v) for v in state["s"]]
         self._start = [int(v) for v in state["start"]]
         self._active, self._cause = bool(state["active"]), int(state["cause"])
-
-
-class _Evidence(Mapping[str, Any]):
-    """Evidence whose current-window summary is computed when first read: a drift stays
-    active for many events, and most verdicts are never rendered."""
-
-    __slots__ = ("_eager", "_window", "_all")
-
-    def __init__(self, eager: dict[str, Any], window: array) -> None:
-        self._eager, self._window, self._all = eager, window, None
-
-    def _full(self) -> dict[str, Any]:
-        if self._all is None:
-            self._all = {**self._eager, **_summary("current", self._window.tolist())}
-        return self._all
-
-    def __getitem__(self, key: str) -> Any:
-        return self._full()[key]
-
-    def __iter__(self) -> Any:
-        return iter(self._full())
-
-    def __len__(self) -> int:
-        return len(self._full())
-
-    def __repr__(self) -> str:
-        return repr(self._full())
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _weighted(reference: Any) -> list[tuple[float, int]]:
-    """Reference entries as (value, count): plain numbers count once."""
-    if not isinstance(reference, (tuple, list)):
-        raise DetectorError("reference must be a list of numbers or of [value, count] pairs")
-    out = []
-    for item in reference:
-        if _finite(item):
-            out.append((float(item), 1))
-        elif (isinstance(item, (tuple, list)) and len(item) == 2 and _finite(item[0])
-              and isinstance(item[1], int) and not isinstance(item[1], bool) and item[1] >= 1):
-            out.append((float(item[0]), item[1]))
-        else:
-            raise DetectorError(f"reference entries must be finite numbers or [value, count >= 1] pairs, got {item!r}")
-    return out
-
-
-def _knots_and_counts(weighted: list[tuple[float, int]]) -> tuple[list[float], list[int]]:
-    """Weighted values as at most 256 knots (at evenly spaced ranks) and cell counts."""
-    totals: dict[float, int] = {}
-    for v, c in weighted:
-        totals[v] = totals.get(v, 0) + c
-    distinct = sorted(totals)
-    if len(distinct) <= _KNOTS:
-        knots = distinct
-    else:
-        ranks = np.cumsum([totals[v] for v in distinct])
-        picks = np.searchsorted(ranks, np.linspace(1, ranks[-1], _KNOTS))
-        knots = sorted({distinct[int(i)] for i in picks})
-    counts = [0] * (2 * len(knots) + 1)
-    for v in distinct:
-        counts[bisect_left(knots, v) + bisect_right(knots, v)] += totals[v]
-    return knots, counts
-
-
-def _solve(u0: float, a: float) -> float:
-    """Smallest u with u - a u^2 = u0 (inf when there is none: the test is skipped)."""
-    disc = 1.0 - 4.0 * a * u0
-    if disc <= 0.0:
-        return math.inf
-    return 2.0 * u0 / (1.0 + math.sqrt(disc))
-
-
-def _lundberg(llr: np.ndarray, w: np.ndarray) -> float:
-    """theta in (0, 1] with sum(w * exp(theta * llr)) = 1 (1 when the llr is light-tailed enough)."""
-    if float(w @ np.exp(llr)) <= 1.0:
-        return 1.0
-    lo, hi = 0.0, 1.0
-    for _ in range(40):
-        mid = (lo + hi) / 2
-        if float(w @ np.exp(mid * llr)) > 1.0:
-            hi = mid
-        else:
-            lo = mid
-    return max(lo, 1e-3)
-
-
-def _sensitivities(tests: tuple, z: np.ndarray, w: np.ndarray, n: int) -> list[tuple[float, float]]:
-    """Per CUSUM: the Lundberg exponent theta of its llr on the reference scores, and the
-    ``a`` of the reference-error correction ``u - a u^2``.
-
-    A reference of ``n`` values knows its mean to ``e ~ 1/sqrt(n)`` sd and its variance to
-    ``e ~ sqrt((kurtosis - 1) / n)``. The alarm rate ``exp(-theta h)`` then has
-    ``theta = 1 - k e`` (``k = 2 / d`` for a mean shift ``d``, ``|c s^2 / (c s^2 - ln s)|``
-    for a spread ratio ``s`` with ``c = (1 - 1/s^2) / 2``), and averaged over the error it
-    is ``exp(-u + a u^2)`` with ``u = theta h`` and ``a = k^2 var(e) / 2``.
-    """
-    kurt = float(w @ z**4)
-    out = []
-    for name, d, a, b, c in tests:
-        theta = _lundberg(a * z + b * z * z + c, w)
-        if name.startswith("mean"):
-            k, var = 2.0 / d, 1.0 / n
-        else:
-            k, var = abs(b * d * d / (b * d * d + c)), max(kurt - 1.0, 2.0) / n
-        out.append((theta, k * k * var / 2 / (theta * theta)))
-    return out
-
-
-def _summary(prefix: str, values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    v = sorted(values)
-    k = len(v) - 1
-    return {f"{prefix}_mean": math.fsum(v) / len(v), f"{prefix}_p05": v[round(0.05 * k)],
-            f"{prefix}_p50": v[round(0.5 * k)], f"{prefix}_p95": v[round(0.95 * k)]}
-
-
-def _pack(values: Any, typecode: str = "f") -> str:
-    """Little-endian floats, base64: float32 for the window (evidence only), float64 knots."""
-    packed = array(typecode, values)
-    if sys.byteorder == "big":
-        packed.byteswap()
-    return base64.b64encode(packed.tobytes()).decode()
-
-
-def _unpack(text: str, typecode: str = "f") -> list[float]:
-    values = array(typecode)
-    values.frombytes(base64.b64decode(text))
-    if sys.byteorder == "big":
-        values.byteswap()
-    return values.tolist()
-
-
-def _num(v: float) -> float | None:
-    return v if math.isfinite(v) else None
+        skipped, over, from_window = state.get("window", (0, False, False))
+        self._skipped, self._window_over, self._from_window = int(skipped), bool(over), bool(from_window)

@@ -7,64 +7,17 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from agent.duration import format_duration, parse_duration
+from agent.duration import format_duration
 from agent.errors import DetectorError
 from agent.model import Score
 
+from ._windows import BucketWindow, durations, is_number
 from .base import Detector
 
 __all__ = ["ErrorRate"]
 
 _QUIET: Mapping[str, Any] = MappingProxyType({})  # inactive verdicts carry no evidence
-_BUCKETS = 30  # buckets per window: its edge is exact to 1/30 of its length
 _Z = 3.0  # the baseline used by the anomaly test is its Wilson upper bound at z = 3
-
-
-class _Window:
-    """Errors and requests of one sliding event-time window, in ``_BUCKETS`` + 1 buckets.
-
-    The buckets are ``window_s / _BUCKETS`` wide. The window (ts - window_s, ts] holds
-    the newest ``_BUCKETS`` buckets whole and the part of the oldest one still inside it,
-    pro rata (arrivals are taken as uniform within a bucket), so state is fixed whatever
-    the traffic and the edge moves smoothly.
-    """
-
-    __slots__ = ("width_s", "size", "errors", "requests", "sum_errors", "sum_requests", "index")
-
-    def __init__(self, window_s: float) -> None:
-        self.width_s = window_s / _BUCKETS
-        self.size = _BUCKETS + 1
-        self.errors = [0] * self.size
-        self.requests = [0] * self.size
-        self.sum_errors = 0
-        self.sum_requests = 0
-        self.index = -(2**62)  # the current bucket's number; "minus infinity" before data
-
-    def advance(self, index: int, evicted: list[tuple[int, int]] | None = None) -> int:
-        """Move the newest bucket to ``index``; evicted buckets go to ``evicted`` (oldest
-        first); returns how many empty buckets passed without ever holding data."""
-        steps = index - self.index
-        size = self.size
-        errors, requests = self.errors, self.requests
-        first = self.index + 1 if steps < size else self.index + 1 - size
-        for j in range(first, first + min(steps, size)):
-            i = j % size
-            if evicted is not None:
-                evicted.append((errors[i], requests[i]))
-            self.sum_errors -= errors[i]
-            self.sum_requests -= requests[i]
-            errors[i] = requests[i] = 0
-        self.index = index
-        return max(0, steps - size)
-
-    def dump(self) -> list[Any]:
-        return [self.index, self.errors, self.requests, self.sum_errors, self.sum_requests]
-
-    def load(self, data: list[Any]) -> None:
-        self.index = int(data[0])
-        self.errors = [int(v) for v in data[1]]
-        self.requests = [int(v) for v in data[2]]
-        self.sum_errors, self.sum_requests = int(data[3]), int(data[4])
 
 
 class ErrorRate(Detector):
@@ -167,17 +120,17 @@ class ErrorRate(Detector):
         min_factor: float = 2.0,
         min_baseline_count: int = 200,
     ) -> None:
-        if slo_target is not None and (not _is_number(slo_target) or not 0.0 < slo_target < 1.0):
+        if slo_target is not None and (not is_number(slo_target) or not 0.0 < slo_target < 1.0):
             raise DetectorError(f"slo_target must be a fraction between 0 and 1 (e.g. 0.999) or null, got {slo_target!r}")
         self.slo_target = None if slo_target is None else float(slo_target)
         self.windows = _triples(windows)
         self.min_errors = _positive_int("min_errors", min_errors)
-        self.anomaly_windows_s = _durations("anomaly_windows_s", anomaly_windows_s)
+        self.anomaly_windows_s = durations("anomaly_windows_s", anomaly_windows_s)
         self.baseline_half_life_s = _positive("baseline_half_life_s", baseline_half_life_s)
-        if not _is_number(p_value) or not 0.0 < p_value < 1.0:
+        if not is_number(p_value) or not 0.0 < p_value < 1.0:
             raise DetectorError(f"p_value must be between 0 and 1 (e.g. 1e-6), got {p_value!r}")
         self.p_value = float(p_value)
-        if not _is_number(min_factor) or not 1.0 <= min_factor < math.inf:
+        if not is_number(min_factor) or not 1.0 <= min_factor < math.inf:
             raise DetectorError(f"min_factor must be a number >= 1, got {min_factor!r}")
         self.min_factor = float(min_factor)
         self.min_baseline_count = _positive_int("min_baseline_count", min_baseline_count)
@@ -196,7 +149,7 @@ class ErrorRate(Detector):
             lengths = sorted(set(self.anomaly_windows_s))
         self._lengths = tuple(lengths)
         self._names = tuple(format_duration(w) for w in lengths)
-        self._rings = tuple(_Window(w) for w in lengths)
+        self._rings = tuple(BucketWindow(w) for w in lengths)
         self._pairs = (
             tuple((lengths.index(lo), lengths.index(sh), f) for lo, sh, f in self.windows) if self.slo_target is not None else ()
         )
@@ -210,13 +163,13 @@ class ErrorRate(Detector):
     def update(self, x: float, ts: float) -> Score:
         ts = self._advance(ts)
         error = 1 if x >= 0.5 else 0
-        for ring in self._rings:
+        for ring in self._rings:  # BucketWindow.add, inlined: sums count errors, counts requests
             i = ring.index % ring.size
-            ring.requests[i] += 1
-            ring.sum_requests += 1
+            ring.counts[i] += 1
+            ring.count += 1
             if error:
-                ring.errors[i] += 1
-                ring.sum_errors += 1
+                ring.sums[i] += 1.0
+                ring.total += 1.0
         return self._score(ts)
 
     def evaluate(self, ts: float) -> Score:
@@ -237,10 +190,10 @@ class ErrorRate(Detector):
                     ring.advance(index)
         return ts
 
-    def _learn(self, ring: _Window, index: int) -> None:
+    def _learn(self, ring: BucketWindow, index: int) -> None:
         """Fold the buckets leaving the longest anomaly window into the baseline."""
-        evicted: list[tuple[int, int]] = []
-        empty = ring.advance(index, evicted)
+        evicted: list[tuple[float, int]] = []
+        empty = max(0, ring.advance(index, evicted) - ring.size)  # buckets passed that never held data
         d = self._decay
         e, n = self._base_errors, self._base_requests
         for be, bn in evicted:
@@ -253,12 +206,7 @@ class ErrorRate(Detector):
 
     # --- scoring --------------------------------------------------------------------
     def _counts(self, ts: float) -> list[tuple[float, float]]:
-        out = []
-        for ring in self._rings:
-            frac = ts / ring.width_s - ring.index
-            oldest = (ring.index + 1) % ring.size
-            out.append((ring.sum_errors - frac * ring.errors[oldest], ring.sum_requests - frac * ring.requests[oldest]))
-        return out
+        return [ring.window(ts) for ring in self._rings]
 
     def _score(self, ts: float) -> Score:
         counts = self._counts(ts)
@@ -377,12 +325,8 @@ def _wilson_upper(p: float, n: float) -> float:
     return (centre + spread) / (1 + z2 / n)
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def _positive(name: str, v: Any) -> float:
-    if not _is_number(v) or v <= 0:
+    if not is_number(v) or v <= 0:
         raise DetectorError(f"{name} must be a positive number of seconds, got {v!r}")
     return float(v)
 
@@ -393,21 +337,6 @@ def _positive_int(name: str, v: Any) -> int:
     return v
 
 
-def _durations(name: str, values: Any) -> tuple[float, ...]:
-    if isinstance(values, (str, bytes)) or not isinstance(values, (tuple, list)) or not values:
-        raise DetectorError(f"{name} must be a non-empty list of durations, got {values!r}")
-    out = []
-    for v in values:
-        try:
-            seconds = parse_duration(v)
-        except ValueError as exc:
-            raise DetectorError(f"{name}: {exc}") from None
-        if seconds <= 0:
-            raise DetectorError(f"{name}: windows must be longer than 0s, got {v!r}")
-        out.append(seconds)
-    return tuple(out)
-
-
 def _triples(windows: Any) -> tuple[tuple[float, float, float], ...]:
     hint = "write e.g. [[1h, 5m, 14.4], [6h, 30m, 6]] (long window, short window, burn factor)"
     if isinstance(windows, (str, bytes)) or not isinstance(windows, (tuple, list)) or not windows:
@@ -416,9 +345,9 @@ def _triples(windows: Any) -> tuple[tuple[float, float, float], ...]:
     for triple in windows:
         if isinstance(triple, (str, bytes)) or not isinstance(triple, (tuple, list)) or len(triple) != 3:
             raise DetectorError(f"windows: {triple!r} is not a triple: {hint}")
-        long_s, short_s = _durations("windows", triple[:2])
+        long_s, short_s = durations("windows", triple[:2])
         factor = triple[2]
-        if not _is_number(factor) or factor <= 0:
+        if not is_number(factor) or factor <= 0:
             raise DetectorError(f"windows: burn factor {factor!r} must be a positive number")
         if short_s > long_s:
             raise DetectorError(f"windows: the short window ({triple[1]!r}) is longer than the long one ({triple[0]!r}): {hint}")

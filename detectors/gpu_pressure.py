@@ -12,6 +12,7 @@ from typing import Any
 from agent.errors import DetectorError
 from agent.model import Score
 
+from ._robust import median, theil_sen
 from .base import Detector
 
 __all__ = ["GpuPressure"]
@@ -243,9 +244,9 @@ class GpuPressure(Detector):
             self._slope = math.nan
             return
         newer = pts[n // 2 :]
-        self._slope = min(_theil_sen(pts[: (n + 1) // 2]), _theil_sen(newer))
+        self._slope = min(theil_sen(pts[: (n + 1) // 2]), theil_sen(newer))
         t_ref = self._t_ref = pts[-1][0]
-        self._level = _median(sorted(x + self._slope * (t_ref - t) for t, x in newer))
+        self._level = median(sorted(x + self._slope * (t_ref - t) for t, x in newer))
 
     def _memory_verdict(self, ts: float) -> Score:
         x = self._last
@@ -253,7 +254,7 @@ class GpuPressure(Detector):
         tte = math.inf
         if slope > 0.0:
             tte = max(0.0, (1.0 - (self._level + slope * (ts - self._t_ref))) / slope)
-        headroom = 1.0 - _median(sorted(self._recent))
+        headroom = 1.0 - median(sorted(self._recent))
         low = headroom < self.min_headroom_ratio
         soon = tte <= self.horizon_s and self.horizon_s > 0.0
         if not (low or soon):
@@ -288,7 +289,7 @@ class GpuPressure(Detector):
         self._last = x
         self._recent.append(x)
         base = self._sorted
-        if len(base) < max(4, self.baseline_n // 2) or x < _median(base) * self.slowdown_ratio:
+        if len(base) < max(4, self.baseline_n // 2) or x < median(base) * self.slowdown_ratio:
             self._base.append(x)
             insort(base, x)
             if len(self._base) > self.baseline_n:
@@ -299,14 +300,14 @@ class GpuPressure(Detector):
         base = self._sorted
         if len(base) < max(4, self.baseline_n // 2):
             return Score(0.0, False, self._last, _QUIET)
-        baseline = _median(base)
-        recent = _median(sorted(self._recent))
+        baseline = median(base)
+        recent = median(sorted(self._recent))
         if baseline <= 0.0:
             return Score(0.0, False, self._last, _QUIET)
         ratio = recent / baseline
         quiet = ratio < self.slowdown_ratio
         if not quiet:  # the spread is only needed here, which keeps the common path cheap
-            spread = _MAD_SIGMA * _median(sorted(abs(x - baseline) for x in base))
+            spread = _MAD_SIGMA * median(sorted(abs(x - baseline) for x in base))
             quiet = recent - baseline < _SPREAD_K * spread
         if quiet:
             return Score(min(0.99, max(0.0, (ratio - 1.0) / (self.slowdown_ratio - 1.0))), False, self._last, _QUIET)
@@ -348,19 +349,6 @@ class GpuPressure(Detector):
         self._sorted: list[float] = sorted(self._base)
         recent_n = _HEADROOM_N if self.signal == "memory" else self.recent_n
         self._recent: deque[float] = deque((float(x) for x in state["recent"]), maxlen=recent_n)
-
-
-def _theil_sen(points: list[tuple[float, float]]) -> float:
-    """Median of the pairwise slopes of (t, x) points with distinct times."""
-    slopes = sorted((x2 - x1) / (t2 - t1) for i, (t1, x1) in enumerate(points) for t2, x2 in points[i + 1 :] if t2 > t1)
-    return _median(slopes) if slopes else math.nan
-
-
-def _median(values: list[float]) -> float:
-    """Median of an already sorted list."""
-    n = len(values)
-    mid = n // 2
-    return values[mid] if n % 2 else (values[mid - 1] + values[mid]) / 2.0
 
 
 def _number(

@@ -10,6 +10,7 @@ from typing import Any
 from agent.errors import DetectorError
 from agent.model import Score
 
+from ._bucket_agg import aggregate_add, aggregate_value, quantile_of
 from .base import Detector
 
 __all__ = ["LatencyAnomaly"]
@@ -160,7 +161,7 @@ class LatencyAnomaly(Detector):
 
         self.threshold = number("threshold", threshold, 0.0, 1.0, low_open=True)
         self.bucket_s = number("bucket_s", bucket_s, 0.0)
-        if bucket_agg not in _AGGS and not _quantile_of(bucket_agg):
+        if bucket_agg not in _AGGS and not quantile_of(bucket_agg):
             raise DetectorError(f"latency_anomaly: bucket_agg {bucket_agg!r} is not mean, max or a quantile like p95")
         self.bucket_agg = bucket_agg
         self.level_halflife_s = number("level_halflife_s", level_halflife_s, 0.0, low_open=True)
@@ -173,7 +174,7 @@ class LatencyAnomaly(Detector):
         self.slo_quantile = number("slo_quantile", slo_quantile, 0.0, 1.0, low_open=True)
         self.slo_window_s = number("slo_window_s", slo_window_s, 0.0, low_open=True)
         self.slo_min_count = count("slo_min_count", slo_min_count, 1)
-        self._q = _quantile_of(bucket_agg)
+        self._q = quantile_of(bucket_agg)
         self._load(self._fresh())
 
     # --- state ------------------------------------------------------------------------
@@ -213,7 +214,7 @@ class LatencyAnomaly(Detector):
             if bucket is None:
                 bucket = self._bucket = [math.floor(ts / self.bucket_s) * self.bucket_s, 0, []]
             bucket[1] += 1
-            bucket[2] = _aggregate_add(bucket[2], x, bucket[1], self.bucket_agg, self._q)
+            bucket[2] = aggregate_add(bucket[2], x, bucket[1], self.bucket_agg, self._q)
             if verdict is None:
                 verdict = Score(0.0, False, x, _QUIET)
         return self._with_slo(verdict, slo)
@@ -230,7 +231,7 @@ class LatencyAnomaly(Detector):
         if bucket is None or ts < bucket[0] + self.bucket_s:
             return None
         self._bucket = None
-        return self._score(_aggregate_value(bucket[2], bucket[1], self.bucket_agg, self._q), bucket[0])
+        return self._score(aggregate_value(bucket[2], bucket[1], self.bucket_agg, self._q), bucket[0])
 
     def _slo_add(self, x: float, ts: float) -> Mapping[str, Any] | None:
         index = math.floor(ts * _SLO_SLICES / self.slo_window_s)
@@ -368,60 +369,3 @@ def _learn_profile(profile: list[float], counts: list[int], i: int, r: float, cl
     counts[i] = min(counts[i] + 1, 1000)
     profile[i] += max(rate, 1.0 / counts[i]) * max(-clip, min(clip, before))
     return before
-
-
-def _quantile_of(agg: Any) -> float | None:
-    if not isinstance(agg, str) or len(agg) < 2 or agg[0] != "p":
-        return None
-    try:
-        q = float(agg[1:]) / 100.0
-    except ValueError:
-        return None
-    return q if 0.0 < q < 1.0 and math.isfinite(q) else None
-
-
-def _aggregate_add(acc: list[float], x: float, n: int, agg: str, q: float | None) -> list[float]:
-    """Fold ``x`` (the ``n``-th observation of a bucket) into the bucket's accumulator."""
-    if agg == "mean":
-        return [acc[0] + x] if acc else [x]
-    if agg == "max":
-        return [max(acc[0], x)] if acc else [x]
-    assert q is not None
-    if n <= 5:  # P-square starts from the first five observations, sorted
-        acc = sorted([*acc[: n - 1], x])
-        return acc if n < 5 else [*acc, 0.0, 1.0, 2.0, 3.0, 4.0]
-    heights, pos = acc[:5], acc[5:]
-    if x < heights[0]:
-        heights[0] = x
-    elif x > heights[4]:
-        heights[4] = x
-    k = 0 if x < heights[1] else 1 if x < heights[2] else 2 if x < heights[3] else 3
-    for i in range(k + 1, 5):
-        pos[i] += 1.0
-    total = n - 1  # the last marker's position
-    want = (0.0, total * q / 2.0, total * q, total * (1.0 + q) / 2.0, float(total))
-    for i in (1, 2, 3):
-        d = want[i] - pos[i]
-        if (d >= 1.0 and pos[i + 1] - pos[i] > 1.0) or (d <= -1.0 and pos[i - 1] - pos[i] < -1.0):
-            s = 1.0 if d > 0 else -1.0
-            h = heights[i] + s / (pos[i + 1] - pos[i - 1]) * (
-                (pos[i] - pos[i - 1] + s) * (heights[i + 1] - heights[i]) / (pos[i + 1] - pos[i])
-                + (pos[i + 1] - pos[i] - s) * (heights[i] - heights[i - 1]) / (pos[i] - pos[i - 1])
-            )
-            if not heights[i - 1] < h < heights[i + 1]:
-                j = i + int(s)
-                h = heights[i] + s * (heights[j] - heights[i]) / (pos[j] - pos[i])
-            heights[i] = h
-            pos[i] += s
-    return heights + pos
-
-
-def _aggregate_value(acc: list[float], n: int, agg: str, q: float | None) -> float:
-    if agg == "mean":
-        return acc[0] / n
-    if agg == "max" or n == 1:
-        return acc[0]
-    assert q is not None
-    if n < 5:
-        return acc[max(0, math.ceil(q * n) - 1)]
-    return acc[2]

@@ -7,77 +7,17 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from agent.duration import format_duration, parse_duration
+from agent.duration import format_duration
 from agent.errors import DetectorError
 from agent.model import Score
 
+from ._windows import BUCKETS, BucketWindow, durations, is_number, seconds
 from .base import Detector
 
 __all__ = ["TokenSpend"]
 
 _QUIET: Mapping[str, Any] = MappingProxyType({})  # inactive verdicts carry no evidence
-_BUCKETS = 30  # buckets per window: its edge is exact to 1/30 of its length
 _DAY_S = 86400.0
-
-
-class _Window:
-    """Sum and count of one sliding event-time window, in ``_BUCKETS`` + 1 buckets.
-
-    The window (ts - window_s, ts] holds the newest ``_BUCKETS`` buckets whole and the
-    part of the oldest still inside it, pro rata; state is fixed whatever the traffic.
-    """
-
-    __slots__ = ("width_s", "size", "sums", "counts", "total", "count", "index")
-
-    def __init__(self, window_s: float) -> None:
-        self.width_s = window_s / _BUCKETS
-        self.size = _BUCKETS + 1
-        self.sums = [0.0] * self.size
-        self.counts = [0] * self.size
-        self.total = 0.0
-        self.count = 0
-        self.index = -(2**62)  # the current bucket's number; "minus infinity" before data
-
-    def advance(self, index: int) -> int:
-        """Move the newest bucket to ``index``; returns the number of buckets moved."""
-        steps = index - self.index
-        size = self.size
-        if steps >= size:
-            self.sums = [0.0] * size
-            self.counts = [0] * size
-            self.total, self.count = 0.0, 0
-        else:
-            sums, counts = self.sums, self.counts
-            for j in range(self.index + 1, index + 1):
-                i = j % size
-                self.count -= counts[i]
-                sums[i] = 0.0
-                counts[i] = 0
-            self.total = sum(sums)  # re-summed, so float residue never builds up
-        self.index = index
-        return steps
-
-    def add(self, x: float) -> None:
-        i = self.index % self.size
-        self.sums[i] += x
-        self.counts[i] += 1
-        self.total += x
-        self.count += 1
-
-    def window(self, ts: float) -> tuple[float, float]:
-        """(sum, count) of the window ending at ``ts``."""
-        frac = ts / self.width_s - self.index
-        oldest = (self.index + 1) % self.size
-        return self.total - frac * self.sums[oldest], self.count - frac * self.counts[oldest]
-
-    def dump(self) -> list[Any]:
-        return [self.index, self.sums, self.counts, self.total, self.count]
-
-    def load(self, data: list[Any]) -> None:
-        self.index = int(data[0])
-        self.sums = [float(v) for v in data[1]]
-        self.counts = [int(v) for v in data[2]]
-        self.total, self.count = float(data[3]), int(data[4])
 
 
 class TokenSpend(Detector):
@@ -197,32 +137,32 @@ class TokenSpend(Detector):
         min_baseline_s: float = 600.0,
         min_events: int = 3,
     ) -> None:
-        if budget_usd is not None and (not _is_number(budget_usd) or budget_usd <= 0):
+        if budget_usd is not None and (not is_number(budget_usd) or budget_usd <= 0):
             raise DetectorError(f"budget_usd must be a positive amount or null, got {budget_usd!r}")
         if budget_usd is None and spike_window_s is None:
             raise DetectorError("nothing to detect: set budget_usd (budget burn), spike_window_s (spikes) or both")
         self.budget_usd = None if budget_usd is None else float(budget_usd)
-        self.budget_period_s = _seconds("budget_period_s", budget_period_s)
-        self.alert_horizon_s = _seconds("alert_horizon_s", alert_horizon_s)
-        self.burn_windows_s = _durations("burn_windows_s", burn_windows_s)
-        self.spike_window_s = None if spike_window_s is None else _seconds("spike_window_s", spike_window_s)
-        if not _is_number(spike_factor) or spike_factor < 1.0:
+        self.budget_period_s = seconds("budget_period_s", budget_period_s)
+        self.alert_horizon_s = seconds("alert_horizon_s", alert_horizon_s)
+        self.burn_windows_s = durations("burn_windows_s", burn_windows_s)
+        self.spike_window_s = None if spike_window_s is None else seconds("spike_window_s", spike_window_s)
+        if not is_number(spike_factor) or spike_factor < 1.0:
             raise DetectorError(f"spike_factor must be a number >= 1, got {spike_factor!r}")
         self.spike_factor = float(spike_factor)
-        if not _is_number(spike_z) or spike_z <= 0:
+        if not is_number(spike_z) or spike_z <= 0:
             raise DetectorError(f"spike_z must be a positive number, got {spike_z!r}")
         self.spike_z = float(spike_z)
-        self.baseline_half_life_s = _seconds("baseline_half_life_s", baseline_half_life_s)
-        if not _is_number(min_baseline_s) or min_baseline_s < 0:
+        self.baseline_half_life_s = seconds("baseline_half_life_s", baseline_half_life_s)
+        if not is_number(min_baseline_s) or min_baseline_s < 0:
             raise DetectorError(f"min_baseline_s must be a non-negative number of seconds, got {min_baseline_s!r}")
         self.min_baseline_s = float(min_baseline_s)
         if isinstance(min_events, bool) or not isinstance(min_events, int) or min_events < 1:
             raise DetectorError(f"min_events must be an integer >= 1, got {min_events!r}")
         self.min_events = min_events
-        self._burn = tuple(_Window(w) for w in self.burn_windows_s) if self.budget_usd is not None else ()
+        self._burn = tuple(BucketWindow(w) for w in self.burn_windows_s) if self.budget_usd is not None else ()
         self._burn_names = tuple(format_duration(w) for w in self.burn_windows_s)
         self._min_burn_s = min(self.burn_windows_s)
-        self._spike = _Window(self.spike_window_s) if self.spike_window_s is not None else None
+        self._spike = BucketWindow(self.spike_window_s) if self.spike_window_s is not None else None
         self._decay = 0.5 ** (self._spike.width_s / self.baseline_half_life_s) if self._spike else 1.0
         self._first_ts = math.nan
         self._ts = -math.inf
@@ -269,7 +209,7 @@ class TokenSpend(Detector):
             index = math.floor(ts / spike.width_s)
             if index > spike.index:
                 steps = min(spike.advance(index), spike.size)
-                if ts - self._first_ts >= spike.width_s * _BUCKETS:
+                if ts - self._first_ts >= spike.width_s * BUCKETS:
                     self._learn(spike.window(ts)[0], steps)
         return ts
 
@@ -411,23 +351,3 @@ class TokenSpend(Detector):
         if self._spike is not None:
             self._spike.load(state["spike"])
         self._weight, self._mean, self._var, self._x0, self._x1, self._x2 = (float(v) for v in state["baseline"])
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _seconds(name: str, v: Any) -> float:
-    try:
-        seconds = parse_duration(v)
-    except ValueError as exc:
-        raise DetectorError(f"{name}: {exc}") from None
-    if seconds <= 0:
-        raise DetectorError(f"{name} must be longer than 0s, got {v!r}")
-    return seconds
-
-
-def _durations(name: str, values: Any) -> tuple[float, ...]:
-    if isinstance(values, (str, bytes)) or not isinstance(values, (tuple, list)) or not values:
-        raise DetectorError(f"{name} must be a non-empty list of durations, got {values!r}")
-    return tuple(_seconds(name, v) for v in values)

@@ -14,8 +14,6 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agent.duration import format_duration
-
 __all__ = ["Template", "compile_template"]
 
 _ACTION = re.compile(r"\{\{(.*?)\}\}", re.S)
@@ -37,7 +35,49 @@ def _percentage(v: Any) -> str:
 
 
 def _duration(v: Any) -> str:
-    return format_duration(float(v)) if isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 else str(v)
+    """Prometheus' ``humanizeDuration``: ``1m 30s``, ``1h 0m 0s``, ``1.5s``, ``500ms``.
+
+    From a minute up, whole days, hours, minutes and seconds (the fraction cut off, as
+    Prometheus does); under a minute four significant digits, with m/u/n... prefixes
+    under a second.
+
+    >>> [_duration(v) for v in (90, 3600, 93784.9, 59.99, 1.5, 0.5, 0.000123, 0, -90, float("inf"))]
+    ['1m 30s', '1h 0m 0s', '1d 2h 3m 4s', '59.99s', '1.5s', '500ms', '123us', '0s', '-1m 30s', '+Inf']
+    """
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    v = float(v)
+    if not math.isfinite(v):
+        return _go_g(v)
+    if v == 0:
+        return "0s"
+    if abs(v) >= 1:
+        sign = "-" if v < 0 else ""
+        whole = int(abs(v))
+        days, hours, minutes, seconds = whole // 86400, whole // 3600 % 24, whole // 60 % 60, whole % 60
+        if days:
+            return f"{sign}{days}d {hours}h {minutes}m {seconds}s"
+        if hours:
+            return f"{sign}{hours}h {minutes}m {seconds}s"
+        if minutes:
+            return f"{sign}{minutes}m {seconds}s"
+        return f"{sign}{_go_g(abs(v))}s"
+    prefix = ""
+    for p in ("m", "u", "n", "p", "f", "a", "z", "y"):
+        if abs(v) >= 1:
+            break
+        prefix = p
+        v *= 1000
+    return f"{_go_g(v)}{prefix}s"
+
+
+def _go_g(v: float) -> str:
+    """Go's ``%.4g``: as Python's, but NaN and +Inf spelled as Go does."""
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    return f"{v:.4g}"
 
 
 _FUNCS: dict[str, Callable[[Any], str]] = {

@@ -255,8 +255,8 @@ def test_template_variables() -> None:
         ("humanizePercentage", 0.05, "5%"),
         ("humanizePercentage", 0.1234, "12.34%"),
         ("humanizePercentage", 1, "100%"),
-        ("humanizeDuration", 90, "1m30s"),
-        ("humanizeDuration", 5400, "1h30m"),
+        ("humanizeDuration", 90, "1m 30s"),
+        ("humanizeDuration", 5400, "1h 30m 0s"),
         ("humanizeDuration", 0.25, "250ms"),
         ('printf "%.2f"', 3.14159, "3.14"),
         ('printf "%.0f"', 899.6, "900"),
@@ -271,7 +271,7 @@ def test_template_pipes(pipe: str, value: float, text: str) -> None:
 
 def test_template_pipes_chain_and_apply_to_evidence() -> None:
     assert _render('{{ $value | printf "%.0f" | humanize }}', 1234.0) == "1234"  # humanize of a string is the string
-    assert _render("{{ $evidence.window_s | humanizeDuration }}", evidence={"window_s": 3600.0}) == "1h"
+    assert _render("{{ $evidence.window_s | humanizeDuration }}", evidence={"window_s": 3600.0}) == "1h 0m 0s"
 
 
 @pytest.mark.parametrize(
