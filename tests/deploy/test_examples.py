@@ -1,0 +1,153 @@
+"""The example services in deploy/examples emit valid events through the real broker."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from agent.model import EVENT_ADAPTER, InferenceEvent, LlmEvent
+from tests.kafka_tools import consume
+from watchkeeper_emit import Emitter
+
+pytestmark = pytest.mark.integration
+EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"examples_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _topics(unique_topic) -> dict[str, str]:
+    return {kind: unique_topic(kind) for kind in ("inference", "llm", "gpu")}
+
+
+async def test_example_inference_service_emits_inference_events(broker, unique_topic, monkeypatch):
+    monkeypatch.setenv("WATCHKEEPER_SERVICE", "checkout")
+    monkeypatch.setenv("WATCHKEEPER_MODEL", "fraud-detector")
+    monkeypatch.setenv("WATCHKEEPER_MODEL_VERSION", "7")
+    service = _load("inference_service")
+    topics = _topics(unique_topic)
+    emitter = Emitter(broker.bootstrap, topics=topics, register_metrics=False)
+    app = service.create_app(emitter)
+    async with app.router.lifespan_context(app):  # what uvicorn runs: start, then flush on shutdown
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc") as client:
+            for amount in (10, 500, 2000):
+                assert (await client.post("/predict", json={"amount": amount, "country": "US"})).status_code == 200
+            await client.post("/fault", params={"error_ratio": 1.0})
+            assert (await client.post("/predict", json={"amount": 1})).status_code == 500
+            await client.post("/fault", params={"error_ratio": 0.0})
+            assert (await client.get("/healthz")).status_code == 200
+    assert emitter.sent == 4 and emitter.dropped == 0
+    records = await consume(broker.bootstrap, topics["inference"], n=4, timeout_s=15)
+    events = [EVENT_ADAPTER.validate_json(r.value) for r in records]
+    assert all(isinstance(e, InferenceEvent) and r.key == b"checkout" for e, r in zip(events, records, strict=True))
+    ok = sorted((e for e in events if e.status == "ok"), key=lambda e: e.features["amount"])
+    assert [e.features["amount"] for e in ok] == [10.0, 500.0, 2000.0]
+    assert ok[-1].prediction > ok[0].prediction and ok[0].features["country"] == "US"
+    assert [e.status for e in events].count("error") == 1 and ok[0].model_version == "7"
+
+
+async def test_example_llm_service_emits_token_usage(broker, unique_topic, monkeypatch):
+    from openai import AsyncOpenAI
+
+    monkeypatch.setenv("EXAMPLE_PROMPT_VERSION", "12")
+    service = _load("llm_service")
+
+    def openai_compatible_server(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        assert request.url.path == "/v1/chat/completions" and body["model"] == "gpt-4o-mini"
+        return httpx.Response(200, json={
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 1764000000, "model": "gpt-4o-mini-2024-07-18",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Hello!"}}],
+            "usage": {"prompt_tokens": 31, "completion_tokens": 9, "total_tokens": 40},
+        })
+
+    client = AsyncOpenAI(base_url="http://llm.test/v1", api_key="test",
+                         http_client=httpx.AsyncClient(transport=httpx.MockTransport(openai_compatible_server)))
+    topics = _topics(unique_topic)
+    emitter = Emitter(broker.bootstrap, topics=topics, register_metrics=False)
+    app = service.create_app(emitter, client)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc") as http:
+            response = await http.post("/chat", json={"message": "hi"}, headers={"X-Tenant": "acme"})
+    assert response.json() == {"reply": "Hello!"}
+    records = await consume(broker.bootstrap, topics["llm"], n=1, timeout_s=15)
+    event = EVENT_ADAPTER.validate_json(records[0].value)
+    assert isinstance(event, LlmEvent) and records[0].key == b"assistant"
+    assert (event.tenant, event.prompt_version, event.prompt_tokens, event.completion_tokens, event.model) == (
+        "acme", "12", 31, 9, "gpt-4o-mini-2024-07-18")
+
+
+def test_loadgen_drifts_when_told():
+    import random
+
+    loadgen = _load("loadgen")
+    rng = random.Random(1)
+    normal = [loadgen.transaction(rng, False)["amount"] for _ in range(500)]
+    drifted = [loadgen.transaction(rng, True)["amount"] for _ in range(500)]
+    assert sorted(drifted)[250] > 2 * sorted(normal)[250]
+
+
+async def test_a_fault_in_the_example_service_fires_the_agents_rule(broker, unique_topic, tmp_path, monkeypatch):
+    """The whole instrumentation path: middleware -> emitter -> Kafka -> the agent's rule fires."""
+    import io
+
+    from agent.model import AlertState
+    from agent.runtime.notifier import TerminalSink
+    from tests.integration.harness import agent_config, eventually, running_agent, unique_name
+
+    service_name = unique_name("checkout")
+    alertname = unique_name("WkExampleErrors")
+    monkeypatch.setenv("WATCHKEEPER_SERVICE", service_name)
+    monkeypatch.setenv("WATCHKEEPER_MODEL", "fraud-detector")
+    monkeypatch.setenv("WATCHKEEPER_MODEL_VERSION", "7")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(f"""\
+groups:
+  - name: example
+    rules:
+      - alert: {alertname}
+        source: inference
+        by: [service, model]
+        detector: {{kind: threshold, field: status, equals: error, agg: mean, window_s: 1m, op: ">", threshold: 0.5, min_count: 5}}
+        for: 0s
+        labels: {{severity: page}}
+""")
+    config = agent_config(broker.bootstrap, unique_topic, rules)
+    topics = {"inference": config.topics.inference, "llm": config.topics.llm, "gpu": config.topics.gpu}
+    pages = TerminalSink(out=io.StringIO())  # what the notifier delivers, via the alerts topic
+
+    def fired():
+        return [a for a in pages.delivered if a.state is AlertState.FIRING and a.labels.get("service") == service_name]
+
+    service = _load("inference_service")
+    emitter = Emitter(broker.bootstrap, topics=topics, register_metrics=False, linger_ms=10)
+    app = service.create_app(emitter)
+    async with running_agent(config, pages) as agent:
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc") as client:
+                for amount in range(5):  # healthy traffic first: no page
+                    assert (await client.post("/predict", json={"amount": amount})).status_code == 200
+                await client.post("/fault", params={"error_ratio": 1.0})
+                try:
+                    for amount in range(10):
+                        assert (await client.post("/predict", json={"amount": amount})).status_code == 500
+                finally:
+                    await client.post("/fault", params={"error_ratio": 0.0})
+                await emitter.flush(15)
+        await eventually(lambda: bool(fired()), timeout_s=30,
+                         what=f"{alertname} firing for {service_name}", detail=lambda: repr(pages.delivered))
+        processed = agent.metrics.registry.get_sample_value(
+            "watchkeeper_events_total", {"source": "inference", "outcome": "processed"})
+    (page,) = fired()
+    assert page.labels["alertname"] == alertname and page.labels["model"] == "fraud-detector"
+    assert emitter.sent == 15 and processed >= 15  # at-least-once: a rebalance may process a batch twice
