@@ -16,6 +16,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from agent.dcgm_cli import dcgm_poll
+from agent.actions_cli import actions_app
 from agent.errors import RuleError, WatchkeeperError
 
 __all__ = ["app", "main"]
@@ -29,6 +31,8 @@ app = typer.Typer(
 )
 rules_app = typer.Typer(help="Check and unit-test rule files.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
+app.add_typer(actions_app, name="actions")
+app.command("dcgm-poll")(dcgm_poll)
 
 _ENV = "WATCHKEEPER_"
 
@@ -177,8 +181,20 @@ def run(
     topic_gpu: Annotated[str, typer.Option(envvar=_ENV + "TOPIC_GPU")] = "watchkeeper.gpu",
     topic_dlq: Annotated[str, typer.Option(envvar=_ENV + "TOPIC_DLQ")] = "watchkeeper.dlq",
     topic_alerts: Annotated[str, typer.Option(envvar=_ENV + "TOPIC_ALERTS", help="Durable outbox of alert transitions.")] = "watchkeeper.alerts",
+    topic_audit: Annotated[str, typer.Option(envvar=_ENV + "TOPIC_AUDIT", help="Audit records of remediation decisions (the actions ledger).")] = "watchkeeper.audit",
+    topic_retrain: Annotated[str, typer.Option(envvar=_ENV + "TOPIC_RETRAIN", help="Retrain requests of the retrain action.")] = "watchkeeper.retrain",
+    actions_mode: Annotated[str, typer.Option(envvar=_ENV + "ACTIONS_MODE", help="Ceiling for every rule's action mode: dry-run, approve or enforce.")] = "dry-run",
+    actions_max_per_hour: Annotated[int, typer.Option(envvar=_ENV + "ACTIONS_MAX_PER_HOUR", help="Fleet-wide budget: actions executed per rolling hour.")] = 20,
+    actions_namespaces: Annotated[str, typer.Option(envvar=_ENV + "ACTIONS_NAMESPACES", help="Namespaces actions may change, comma-separated (empty: any the RBAC allows).")] = "",
+    actions_approve_token_file: Annotated[str, typer.Option(envvar=_ENV + "ACTIONS_APPROVE_TOKEN_FILE", help="File holding the bearer token POST /actions/{id}/approve requires.")] = "",
+    kubeconfig: Annotated[str, typer.Option(envvar=_ENV + "KUBECONFIG", help="Kubeconfig for actions (empty: in-cluster config when in a pod).")] = "",
+    mlflow_tracking_uri: Annotated[str, typer.Option(envvar=_ENV + "MLFLOW_TRACKING_URI", help="MLflow tracking server for rollbacks.")] = "",
+    agent_id: Annotated[str, typer.Option(envvar=_ENV + "AGENT_ID", help="This agent's name in audit records and leases (default: hostname).")] = "",
     batch_max_records: Annotated[int, typer.Option(envvar=_ENV + "BATCH_MAX_RECORDS")] = 1000,
     session_timeout_ms: Annotated[int, typer.Option(envvar=_ENV + "KAFKA_SESSION_TIMEOUT_MS", help="Consumer group session timeout.")] = 10_000,
+    fetch_max_wait_ms: Annotated[
+        int, typer.Option(envvar=_ENV + "KAFKA_FETCH_MAX_WAIT_MS", help="Longest a fetch waits for data (bounds event-to-agent delay).")
+    ] = 100,
     heartbeat_interval_ms: Annotated[int, typer.Option(envvar=_ENV + "KAFKA_HEARTBEAT_INTERVAL_MS")] = 3_000,
     prices: Annotated[str, typer.Option(envvar=_ENV + "PRICES", help=_PRICES_HELP)] = "",
     report_dir: Annotated[str, typer.Option(envvar=_ENV + "REPORT_DIR", help="Where drift reports (HTML) are written; served at /reports/.")] = "watchkeeper-reports",
@@ -187,6 +203,10 @@ def run(
     max_series: Annotated[int, typer.Option(envvar=_ENV + "MAX_SERIES", help="Bound on (rule, series) states; idle ones are evicted.")] = 100_000,
     resend_interval: Annotated[float, typer.Option(envvar=_ENV + "RESEND_INTERVAL_S", help="Seconds between re-sends of firing alerts.")] = 60.0,
     processed_log: Annotated[str, typer.Option(envvar=_ENV + "PROCESSED_LOG", help="Append every processed topic/partition/offset here (audit of at-least-once).")] = "",
+    checkpoints: Annotated[bool, typer.Option(envvar=_ENV + "CHECKPOINTS", help="Checkpoint each partition's detector and alert state to the state topic (fleet mode).")] = True,
+    state_topic: Annotated[str, typer.Option(envvar=_ENV + "STATE_TOPIC", help="Compacted topic holding partition checkpoints.")] = "watchkeeper.state",
+    checkpoint_interval: Annotated[float, typer.Option(envvar=_ENV + "CHECKPOINT_INTERVAL", help="Seconds between checkpoints of the partitions that moved.")] = 10.0,
+    lag_warn_records: Annotated[int, typer.Option(envvar=_ENV + "LAG_WARN_RECORDS", help="A partition further behind than this many records is reported lagging.")] = 10_000,
     log_level: Annotated[str, typer.Option(envvar=_ENV + "LOG_LEVEL")] = "info",
     log_json: Annotated[bool, typer.Option(envvar=_ENV + "LOG_JSON", help="JSON log lines (else human-readable).")] = True,
 ) -> None:
@@ -211,10 +231,11 @@ def run(
                 security=kafka_security_from_env(),
                 batch_max_records=batch_max_records,
                 session_timeout_ms=session_timeout_ms,
+                fetch_max_wait_ms=fetch_max_wait_ms,
                 heartbeat_interval_ms=heartbeat_interval_ms,
             ),
             rules=tuple(r.strip() for r in rules.split(",") if r.strip()),
-            topics=Topics(topic_inference, topic_llm, topic_gpu, topic_dlq, topic_alerts),
+            topics=Topics(topic_inference, topic_llm, topic_gpu, topic_dlq, topic_alerts, topic_audit, topic_retrain),
             alertmanager_urls=parse_urls(alertmanager_url, _ENV + "ALERTMANAGER_URL"),
             alertmanager_headers=headers,
             http_addr=http_addr,
@@ -223,9 +244,20 @@ def run(
             max_series=max_series,
             resend_interval_s=resend_interval,
             processed_log=processed_log or None,
+            checkpoints=checkpoints,
+            state_topic=state_topic,
+            checkpoint_interval_s=checkpoint_interval,
+            lag_warn_records=lag_warn_records,
             create_topics=create_topics,
             prices_file=prices or None,
             report_dir=report_dir,
+            actions_mode=actions_mode,
+            actions_max_per_hour=actions_max_per_hour,
+            actions_namespaces=tuple(n.strip() for n in actions_namespaces.split(",") if n.strip()) or None,
+            actions_approve_token=Path(actions_approve_token_file).read_text(encoding="utf-8").strip() if actions_approve_token_file else None,
+            kubeconfig=kubeconfig or None,
+            mlflow_tracking_uri=mlflow_tracking_uri or None,
+            agent_id=agent_id,
         )
         asyncio.run(_run(config))
     except (WatchkeeperError, ValueError, OSError) as exc:
@@ -286,6 +318,33 @@ def demo(
                 timeout_s=timeout,
             )
         )
+    except WatchkeeperError as exc:
+        raise _fail(f"watchkeeper: {exc}") from None
+    raise typer.Exit(status)
+
+
+@app.command()
+def simulate(
+    files: Annotated[list[Path], typer.Argument(help="Scenario files (simulations/*.yaml) or folders of them.")],
+    out: Annotated[Path, typer.Option(help="Reports go here: one folder per scenario, plus summary.md.")] = Path("simulation-reports"),
+    bootstrap: Annotated[str, typer.Option(help="Use this Kafka broker instead of an embedded one per scenario.")] = "",
+    alertmanager_url: Annotated[str, typer.Option(help="Send pages to this Alertmanager instead of a local one.")] = "",
+    kubeconfig: Annotated[str, typer.Option(help="Kubernetes API for scale actions (else they run dry).")] = "",
+    mlflow_uri: Annotated[str, typer.Option(help="MLflow server for rollbacks (else they run dry).")] = "",
+    llm_trace: Annotated[str, typer.Option(help="The Azure LLM trace CSV to replay (overrides the scenarios' path).")] = "",
+    progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal).")] = None,
+) -> None:
+    """Run chaos scenarios end to end; exit 1 if any expectation failed (one line each)."""
+    from agent.logs import configure_logging
+    from agent.simulate import RunSettings, run_simulations
+
+    configure_logging("error", json=False)
+    settings = RunSettings(
+        out=out, bootstrap=bootstrap or None, alertmanager_url=alertmanager_url or None,
+        kubeconfig=kubeconfig or None, mlflow_uri=mlflow_uri or None, llm_trace=llm_trace or None,
+    )
+    try:
+        status = run_simulations(files, settings, progress=progress)
     except WatchkeeperError as exc:
         raise _fail(f"watchkeeper: {exc}") from None
     raise typer.Exit(status)

@@ -4,8 +4,11 @@ Starts the embedded broker (unless ``WATCHKEEPER_KAFKA_BOOTSTRAP`` names one), t
 with the shipped rules, and two simulated inference services. Six minutes of their
 traffic are replayed in event time with two faults injected: a latency spike on
 ``checkout`` and an error burst on ``search``. Pages go to Alertmanager when one is
-configured, else to the terminal. The demo exits 0 once both alerts have fired and
-resolved, 1 if they have not within the timeout.
+configured, else to the terminal. The error-ratio rule carries a ``notify`` action in
+dry-run mode: its decision (what would have been done, and every guard's verdict) is
+audited on the audit topic and printed under the page. The demo exits 0 once both
+alerts have fired and resolved and the remediation was decided, 1 if not within the
+timeout.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import TextIO
 
 from aiokafka import AIOKafkaProducer
 
+from actions.audit import AuditRecord
 from agent.config import AgentConfig, KafkaConfig, Topics
 from agent.model import Alert, AlertState
 from agent.runtime.alertmanager import AlertmanagerClient
@@ -71,6 +75,26 @@ class _WatchingSink:
         return EXPECTED <= fired and EXPECTED <= resolved
 
 
+@dataclass
+class _AuditPrinter:
+    """Shows each remediation decision under the pages, and remembers which alerts got one."""
+
+    out: TextIO
+    changed: asyncio.Event
+    decided: set[str] = field(default_factory=set)
+
+    def __call__(self, record: AuditRecord) -> None:
+        series = ", ".join(f"{k}={v}" for k, v in record.labels.items() if k not in ("alertname", "severity", "team"))
+        refused = f" [{record.guard}]" if record.guard else ""
+        self.out.write(
+            f"{'':10} ACTION   {record.outcome}{refused} {record.action} {record.target.rsplit('/', 1)[0]} "
+            f"for {record.alertname} {{{series}}}: {record.reason}\n"
+        )
+        self.out.flush()
+        self.decided.add(record.alertname)
+        self.changed.set()
+
+
 async def _produce(bootstrap: str, topic: str, start_ts: float) -> int:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     await producer.start()
@@ -116,7 +140,13 @@ async def run_demo(
         http_addr="127.0.0.1:0",
         idle_advance_s=2.0,
     )
-    app = AgentApp(config, sink, metrics=metrics)
+    printer = _AuditPrinter(out, sink.changed)
+    app = AgentApp(config, sink, metrics=metrics, on_audit=printer)
+    with_actions = {r.name for r in app.rules.rules if r.actions} & {name for name, _ in EXPECTED}
+
+    def done() -> bool:
+        return sink.done() and with_actions <= printer.decided
+
     started = time.monotonic()
     try:
         await create_topics(bootstrap, topics.all(), partitions=4)
@@ -131,7 +161,7 @@ async def run_demo(
         )
         out.flush()
         deadline = started + timeout_s
-        while not sink.done() and time.monotonic() < deadline:
+        while not done() and time.monotonic() < deadline:
             sink.changed.clear()
             try:
                 await asyncio.wait_for(sink.changed.wait(), timeout=max(0.1, deadline - time.monotonic()))
@@ -144,8 +174,10 @@ async def run_demo(
         if embedded is not None:
             embedded.stop()
     elapsed = time.monotonic() - started
-    if sink.done():
-        out.write(f"demo: OK: both faults paged and resolved ({elapsed:.1f}s)\n")
+    if done():
+        decided = f"; remediation of {', '.join(sorted(with_actions))} decided in dry-run" if with_actions else ""
+        out.write(f"demo: OK: both faults paged and resolved{decided} ({elapsed:.1f}s)\n")
         return 0
-    out.write(f"demo: FAILED: expected {sorted(EXPECTED)} to fire and resolve within {timeout_s:.0f}s\n")
+    missing = f" and remediations of {sorted(with_actions - printer.decided)} decided" if with_actions - printer.decided else ""
+    out.write(f"demo: FAILED: expected {sorted(EXPECTED)} to fire and resolve{missing} within {timeout_s:.0f}s\n")
     return 1

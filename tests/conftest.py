@@ -59,3 +59,35 @@ def unique_topic(request: pytest.FixtureRequest) -> Callable[[str], str]:
         return f"{prefix}.{test}.{uuid.uuid4().hex[:8]}"
 
     return make
+
+
+@pytest.fixture(scope="session")
+def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real Kubernetes 1.20 control plane (etcd, kube-apiserver, kube-controller-manager).
+
+    ``kube.api_client()`` is an admin client; see tests/k8s_testbed.py for identities.
+    Skips with the reason when the binaries are not built (``.ci/k8s-testbed``).
+    """
+    from tests.k8s_testbed import KubeCluster, missing_binaries
+
+    reason = missing_binaries()
+    if reason:
+        pytest.skip(f"no Kubernetes control plane for integration tests: {reason}")
+    with KubeCluster(tmp_path_factory.mktemp("kube")) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real MLflow tracking server (sqlite backend); ``mlflow_server.url`` is the tracking URI.
+
+    ``stop()``/``start()`` keep the port and the database (see tests/mlflow_testbed.py).
+    Skips with the reason when full mlflow (a test dependency) is not installed.
+    """
+    from tests.mlflow_testbed import MlflowServer, mlflow_available
+
+    reason = mlflow_available()
+    if reason:
+        pytest.skip(f"no MLflow server for integration tests: {reason}")
+    with MlflowServer(workdir=tmp_path_factory.mktemp("mlflow")) as server:
+        yield server

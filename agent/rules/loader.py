@@ -23,6 +23,7 @@ from detectors.registry import DETECTORS
 
 from .fields import DEFAULT_BY, check_field, field_getter, known_fields, series_label, series_reader
 from .pricing import PriceTable
+from .reference import ReferenceFileError, load_reference
 from .rule import Rule, RuleSet
 from .selector import parse_selector
 from .template import compile_template
@@ -31,7 +32,7 @@ from .yamlfile import YamlDocument, load_yaml
 __all__ = ["load_rules", "load_rule_file"]
 
 _LABEL_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
-_OBSERVATION_KEYS = ("kind", "field", "equals")
+_OBSERVATION_KEYS = ("kind", "field", "equals", "reference_file", "reference_column")
 
 
 def _duration(value: Any) -> float:
@@ -268,6 +269,8 @@ def _compile_rule(
     kind = det.pop("kind", None)
     obs_field = det.pop("field", None)
     equals = det.pop("equals", None)
+    reference_file = det.pop("reference_file", None)
+    reference_column = det.pop("reference_column", None)
     detector_class = None
     params: dict[str, Any] = {}
     if kind is None:
@@ -295,11 +298,13 @@ def _compile_rule(
                     out.add(dpath + (name,), f"{name}: {exc}")
                     continue
             params[name] = value
+        if reference_file is not None or reference_column is not None:
+            _reference_from_file(detector_class, reference_file, reference_column, obs_field, params, dpath, out)
         if len(out.errors) == before:
             try:
                 detector_class(**params)
             except DetectorError as exc:
-                out.add(dpath, f'detector "{kind}": {exc}')
+                out.add(_param_at_fault(str(exc), kind, params, dpath), f'detector "{kind}": {exc}')
             except TypeError as exc:
                 out.add(dpath, f'detector "{kind}": {exc}')
 
@@ -317,9 +322,11 @@ def _compile_rule(
 
     for ai, action in enumerate(spec.actions):
         atype = action.get("type")
-        if atype not in ACTIONS:
+        if not isinstance(atype, str) or atype not in ACTIONS:
             known = ", ".join(ACTIONS) or "none are available yet"
             out.add(path + ("actions", ai), f'unknown action type "{atype}" (known: {known}){_suggest(str(atype), ACTIONS)}')
+            continue
+        _check_action(ACTIONS[atype], action, path + ("actions", ai), ai, out)
 
     if len(out.errors) != before or detector_class is None or obs_field is None:
         return None
@@ -348,6 +355,62 @@ def _compile_rule(
         _by_fast=series_reader(source, by),
         _categorical=detector_class.observes == "category",
     )
+
+
+def _check_action(kind: Any, entry: dict[str, Any], where: tuple[Any, ...], index: int, out: _Collector) -> None:
+    """Validate one ``actions[]`` entry with its kind's Params; each error at its field's line."""
+    try:
+        kind.Params.model_validate(entry)
+    except ValidationError as exc:
+        fields = tuple(f.alias or n for n, f in kind.Params.model_fields.items())
+        label = f'action {index + 1} "{entry.get("type")}"'
+        for err in exc.errors(include_url=False):
+            loc = tuple(err["loc"])
+            if err["type"] == "extra_forbidden":
+                name = str(loc[-1])
+                out.add(where + loc[:1], f"{label}: unknown key {name!r}{_suggest(name, fields)}", key=True)
+            elif err["type"] == "missing":
+                out.add(where, f"{label}: missing required key {'.'.join(map(str, loc))!r}")
+            else:
+                field = ".".join(map(str, loc))
+                msg = err["msg"].removeprefix("Value error, ")
+                out.add(where + loc[:1], f"{label}: {field + ': ' if field else ''}{msg}")
+
+
+def _param_at_fault(message: str, kind: Any, params: dict[str, Any], dpath: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Where a detector's complaint points: the parameter its message starts with, when the
+    rule sets it (``window_s must be ...`` -> the ``window_s:`` line), else ``detector:``."""
+    word = re.match(r"(\w+)", message.removeprefix(f"{kind}: "))
+    name = word.group(1) if word else ""
+    return dpath + (name,) if name in params else dpath
+
+
+def _reference_from_file(
+    detector_class: type, file: Any, column: Any, obs_field: Any, params: dict[str, Any], dpath: tuple[Any, ...], out: _Collector
+) -> None:
+    """Read ``reference_file`` (relative to the rules file) into ``params["reference"]``, once."""
+    where = dpath + ("reference_file",) if file is not None else dpath + ("reference_column",)
+    if "reference" not in detector_class.param_names():
+        with_reference = ", ".join(k for k, c in DETECTORS.items() if "reference" in c.param_names())
+        out.add(where, f"reference_file applies only to detectors with a reference ({with_reference})")
+    elif file is None:
+        out.add(where, "reference_column needs a reference_file")
+    elif not isinstance(file, str) or not file.strip():
+        out.add(where, f"reference_file must be a path, got {file!r}")
+    elif column is not None and not isinstance(column, str):
+        out.add(dpath + ("reference_column",), f"reference_column must be a column or key name, got {column!r}")
+    elif "reference" in params:
+        out.add(where, "give reference or reference_file, not both")
+    elif isinstance(obs_field, str):
+        path = Path(file)
+        if not path.is_absolute():
+            path = Path(out.doc.file).parent / path
+        try:
+            params["reference"] = load_reference(
+                path, field=obs_field, column=column, categorical=detector_class.observes == "category"
+            )
+        except ReferenceFileError as exc:
+            out.add(where, f"reference_file: {exc}")
 
 
 def _is_label_name(name: str) -> bool:

@@ -4,6 +4,8 @@
   publishes the effects before its offsets are committed;
 * the notifier subscriber (group ``watchkeeper.notifier``) moves alert transitions from
   the alerts topic to Alertmanager (or the terminal), committing after delivery;
+* the remediation subscriber (group ``watchkeeper.actions``) decides the actions of
+  firing alerts and commits after their audit records are durable (``remediation.py``);
 * background tasks: advance event time while the stream is quiet, re-send firing
   alerts, hot-reload rules, export consumer lag;
 * an HTTP server for /metrics, /healthz and /readyz.
@@ -27,10 +29,13 @@ from agent.rules import RuleSet, load_rules
 from agent.rules.pricing import PriceTable
 
 from .http import HttpServer
+from .checkpoint_store import CheckpointStore
+from .fleet import FleetMember
 from .ingest import BatchProcessor, PositionLog, publish_alerts, publish_outcome
 from .notifier import AlertSink, decode_alerts
 from .reports import DriftReports
 from .pipeline import Pipeline
+from .remediation import Remediation
 from .reload import RuleReloader
 from .selfmetrics import SelfMetrics
 from .topics import create_topics
@@ -57,6 +62,7 @@ class AgentApp:
         rules: RuleSet | None = None,
         on_transition: Callable[[Alert], None] | None = None,
         serve_http: bool = True,
+        on_audit: Callable[[Any], None] | None = None,
     ) -> None:
         self.config = config
         self.sink = sink
@@ -86,6 +92,20 @@ class AgentApp:
             topic_sources=config.topics.sources(),
             record_positions=self._positions is not None,
         )
+        self.fleet = FleetMember(
+            group=config.kafka.group_id,
+            pipeline=lambda: self.pipeline,
+            consumer=lambda: getattr(self._event_subscriber, "consumer", None),
+            store=CheckpointStore(config.kafka.bootstrap, config.state_topic, security=config.kafka.security)
+            if config.checkpoints
+            else None,
+            metrics=self.metrics,
+            publish=self._publish_alerts,
+            interval_s=config.checkpoint_interval_s,
+            lag_warn_records=config.lag_warn_records,
+            idle_s=config.idle_advance_s,
+        )
+        self.processor.accept = self.fleet.accept
         self.reloader = RuleReloader(
             config.rules, self._apply_rules, self.metrics, interval_s=config.reload_interval_s, prices=self.prices
         )
@@ -96,8 +116,18 @@ class AgentApp:
             lookup=lambda skey: self.pipeline.engine.series(skey),
             annotate=lambda rule_id, series, extra: self.pipeline.lifecycle.annotate(rule_id, series, extra),
         )
+        self.remediation = Remediation(
+            config,
+            self.broker,
+            self.metrics,
+            rules=lambda: self.rules,
+            stopping=self._stopping,
+            annotate=lambda rule_id, series, extra: self.pipeline.lifecycle.annotate(rule_id, series, extra),
+            on_audit=on_audit,
+        )
+        routes = {DriftReports.route: self.reports.serve, **self.remediation.routes()}
         self.http = (
-            HttpServer(config.http_addr, self.metrics.registry, self.readiness, routes={DriftReports.route: self.reports.serve})
+            HttpServer(config.http_addr, self.metrics.registry, self.readiness, routes=routes)
             if serve_http
             else None
         )
@@ -117,6 +147,7 @@ class AgentApp:
             batch=True,
             max_records=cfg.kafka.batch_max_records,
             batch_timeout_ms=cfg.kafka.batch_timeout_ms,
+            fetch_max_wait_ms=cfg.kafka.fetch_max_wait_ms,
             auto_offset_reset="earliest",
             session_timeout_ms=cfg.kafka.session_timeout_ms,
             heartbeat_interval_ms=cfg.kafka.heartbeat_interval_ms,
@@ -124,7 +155,13 @@ class AgentApp:
             decoder=_raw_records,
         )
 
-        @broker.subscriber(topics.inference, topics.llm, topics.gpu, group_id=cfg.kafka.group_id, **consumer_opts)
+        # keep the subscriber itself (the decorator returns a call wrapper without a consumer):
+        # the lag exporter and the fleet's rebalance listener need its aiokafka consumer
+        events = broker.subscriber(
+            topics.inference, topics.llm, topics.gpu, group_id=cfg.kafka.group_id, listener=self.fleet, **consumer_opts
+        )
+
+        @events
         async def on_events(records: Any) -> None:
             await self.handle_events(records)
 
@@ -137,23 +174,44 @@ class AgentApp:
         async def on_alerts(records: Any) -> None:
             await self.handle_alerts(records)
 
-        self._event_subscriber = on_events
+        @broker.subscriber(
+            topics.alerts,
+            group_id=f"{cfg.kafka.group_id}.actions",
+            max_poll_interval_ms=3_600_000,
+            **consumer_opts,
+        )
+        async def on_action_alerts(records: Any) -> None:
+            await self.remediation.handle(records)
+
+        self._event_subscriber = events
         return broker
 
     # --- handlers -----------------------------------------------------------------------
     async def handle_events(self, records: Any) -> None:
-        """Process a batch; publish its effects; return only when they are durable."""
-        with self.metrics.batch_duration.time():
-            outcome = self.processor.process(records)
-        self._last_batch_wall = time.monotonic()
-        if outcome.transitions:
-            outcome.transitions = await self.reports.attach(outcome.transitions)
-        await publish_outcome(
-            self.broker, outcome, dlq_topic=self.config.topics.dlq, alerts_topic=self.config.topics.alerts
-        )
-        if self._positions is not None:
-            self._positions.append(outcome.positions)
-        self._after_transitions(outcome.transitions)
+        """Process a batch; publish its effects; return only when they are durable.
+
+        Holds the fleet lock throughout, so a rebalance checkpoints whole batches only.
+        """
+        async with self.fleet.lock:
+            with self.metrics.batch_duration.time():
+                outcome = self.processor.process(records)
+            self._last_batch_wall = time.monotonic()
+            if outcome.transitions:
+                outcome.transitions = await self.reports.attach(outcome.transitions)
+            try:
+                await publish_outcome(
+                    self.broker, outcome, dlq_topic=self.config.topics.dlq, alerts_topic=self.config.topics.alerts
+                )
+            except Exception:
+                # the batch is rewound and processed again, but its alerts already moved (a
+                # second pass does not fire what fires already): keep the transitions, the
+                # idle-clock round publishes them
+                self._unsent.extend(outcome.transitions)
+                raise
+            if self._positions is not None:
+                self._positions.append(outcome.positions)
+            self._after_transitions(outcome.transitions)
+            await self.fleet.after_batch(outcome.partitions)
 
     async def handle_alerts(self, records: Any) -> None:
         """Deliver alert transitions; raising makes FastStream rewind and redeliver them."""
@@ -170,6 +228,7 @@ class AgentApp:
         _log.error("alerts refused by every Alertmanager; dropped", fingerprints=[a.fingerprint for a in alerts])
 
     def _after_transitions(self, alerts: list[Alert]) -> None:
+        self.fleet.note_transitions(alerts)
         for a in alerts:
             self.metrics.alert_transitions.labels(a.state.value).inc()
             if a.state is AlertState.FIRING:
@@ -201,7 +260,8 @@ class AgentApp:
         return ""
 
     async def _apply_rules(self, rules: RuleSet) -> None:
-        transitions = self.pipeline.reload(rules)
+        async with self.fleet.lock:  # not during a checkpoint or a rebalance
+            transitions = self.pipeline.reload(rules)
         self.rules = rules
         await self._publish_alerts(transitions)
 
@@ -237,7 +297,9 @@ class AgentApp:
         if idle < self.config.idle_advance_s or self.pipeline.clock == float("-inf"):
             await self._publish_alerts([])
             return
-        await self._publish_alerts(await self.reports.attach(self.pipeline.tick(self.pipeline.clock + 1.0)))
+        async with self.fleet.lock:  # never between a revoked partition's checkpoint and its removal
+            transitions = self.pipeline.tick(self.pipeline.clock + 1.0)
+        await self._publish_alerts(await self.reports.attach(transitions))
 
     async def _resend_firing(self) -> None:
         """Re-send firing alerts, as Prometheus does, so Alertmanager keeps them alive."""
@@ -271,12 +333,17 @@ class AgentApp:
             await create_topics(
                 self.config.kafka.bootstrap, self.config.topics.all(), self.config.create_topics, self.config.kafka.security
             )
+        if self.fleet.store is not None:
+            await self.fleet.store.start(create_partitions=self.config.create_topics or 8)
+            self.fleet.warn_split_series(self.rules)
         await self.broker.start()
         self._tasks = [
+            asyncio.create_task(self._every(1.0, self.fleet.periodic, "fleet")),
             asyncio.create_task(self._every(1.0, self._advance_idle_clock, "idle-clock")),
             asyncio.create_task(self._every(self.config.resend_interval_s, self._resend_firing, "resend")),
             asyncio.create_task(self._every(5.0, self._export_lag, "lag")),
             asyncio.create_task(self.reloader.run()),
+            asyncio.create_task(self.remediation.run()),
         ]
         self._started = True
         _log.info("agent started", rules=len(self.rules), bootstrap=self.config.kafka.bootstrap)
@@ -288,8 +355,17 @@ class AgentApp:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        try:
+            await self.fleet.quiesce()  # final checkpoints before leaving the group: the next owner finds them
+        except Exception:  # noqa: BLE001 - the periodic checkpoints stay valid
+            _log.exception("final checkpoints failed")
         with contextlib.suppress(Exception):
             await self.broker.stop()
+        try:
+            await self.fleet.close()  # the consumer has stopped: final checkpoints are exact
+        except Exception:  # noqa: BLE001 - the periodic checkpoints stay valid
+            _log.exception("final checkpoints failed")
+        await self.remediation.aclose()
         if self.http is not None:
             await self.http.stop()
         if self._positions is not None:

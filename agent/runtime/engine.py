@@ -15,7 +15,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +95,7 @@ class SeriesState:
     detector: Detector
     last_ts: float = float("-inf")
     last_score: Score | None = None
+    where: Any = None  # the input partition of its latest event: fleet mode moves the state with it
 
 
 @dataclass
@@ -108,6 +109,8 @@ class RuleEngine:
     evicted: int = field(default=0, init=False)
     timings: list[tuple[str, float]] = field(default_factory=list, init=False)
     _updates: int = field(default=0, init=False)
+    #: the input partition of the events being observed (set by the pipeline, fleet mode)
+    where: Any = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         if self.max_series < 1:
@@ -147,6 +150,7 @@ class RuleEngine:
         findings: list[Finding] = []
         table = self._table
         protected = self.protected
+        where = self.where
         for rule, observe, series in self._dispatch.rules_for(source, event):
             x = observe(event)
             if x is None:
@@ -155,12 +159,14 @@ class RuleEngine:
             skey = (rule.id, key)
             state = table.get(skey)
             if state is None:
-                state = SeriesState(rule, key, rule.new_detector(), ts)
+                state = SeriesState(rule, key, rule.new_detector(), ts, None, where)
                 table[skey] = state
                 if len(table) > self.max_series:
                     self._evict()
-            elif ts > state.last_ts:
-                state.last_ts = ts
+            else:
+                state.where = where
+                if ts > state.last_ts:
+                    state.last_ts = ts
             self._updates += 1
             if self._updates % _TIMING_SAMPLE_EVERY:
                 score = state.detector.update(x, state.last_ts)
@@ -173,25 +179,49 @@ class RuleEngine:
                 findings.append(Finding(rule.id, key, state.last_ts, score))
         return findings
 
-    def sweep(self, now: float, staleness_s: float, skip: Container[SeriesKey]) -> list[Finding]:
+    def sweep(
+        self, now: float | None, staleness_s: float, skip: Container[SeriesKey], clocks: Mapping[Any, float | None] | None = None
+    ) -> list[Finding]:
         """Evaluate, at event time ``now``, the fresh series not in ``skip`` that can be.
 
         Only detectors with ``evaluate`` take part; a series silent for ``staleness_s``
         is left alone (it no longer matches), and one with an event at or after ``now``
         already has a fresher verdict. Returns the findings that turned active.
+        ``clocks`` (fleet mode): series of these partitions are evaluated at their
+        partition's time instead (None: not this time), and ``now=None`` sweeps only them.
         """
         findings: list[Finding] = []
         for skey, state in self._table.items():
-            if skey in skip or state.last_ts >= now or now - state.last_ts > staleness_s:
+            at = now
+            if clocks is not None and state.where in clocks:
+                at = clocks[state.where]
+            if at is None or skey in skip or state.last_ts >= at or at - state.last_ts > staleness_s:
                 continue
             evaluate = getattr(state.detector, "evaluate", None)
             if evaluate is None:
                 continue
-            score = evaluate(now)
+            score = evaluate(at)
             state.last_score = score
             if score.active:
-                findings.append(Finding(skey[0], skey[1], now, score))
+                findings.append(Finding(skey[0], skey[1], at, score))
         return findings
+
+    # --- fleet mode: the series of one input partition (partition_state.py) -----------
+    def items(self) -> Iterator[tuple[SeriesKey, SeriesState]]:
+        return iter(list(self._table.items()))
+
+    def adopt(self, skey: SeriesKey, state: SeriesState) -> None:
+        """Take a restored series (it replaces any state of the same key)."""
+        self._table[skey] = state
+        if len(self._table) > self.max_series:
+            self._evict()
+
+    def drop_where(self, where: Any) -> int:
+        """Forget every series whose latest event came from partition ``where``."""
+        gone = [skey for skey, state in self._table.items() if state.where == where]
+        for skey in gone:
+            del self._table[skey]
+        return len(gone)
 
     def _evict(self) -> None:
         """Drop the idlest series (oldest last event time), never one with an alert.

@@ -122,6 +122,8 @@ class BatchOutcome:
     transitions: list[Alert] = field(default_factory=list)
     processed: int = 0
     positions: list[tuple[str, int, int]] = field(default_factory=list)
+    partitions: set[tuple[str, int]] = field(default_factory=set)  # (topic, partition) of processed records
+    skipped: int = 0  # records of partitions not owned (any more)
 
 
 @dataclass
@@ -135,19 +137,29 @@ class BatchProcessor:
     topic_sources: dict[str, str] = field(default_factory=dict)
     clock: Callable[[], float] = time.time
     record_positions: bool = False
+    #: fleet mode: whether this agent owns the record's partition now (fetched records of a
+    #: partition revoked meanwhile are left to its new owner)
+    accept: Callable[[str, int, int], bool] | None = None
 
     def process(self, records: Iterable[RecordLike]) -> BatchOutcome:
         out = BatchOutcome()
         pipeline = self.pipeline()
         horizon = self.clock() + self.max_future_s
         counts: dict[tuple[str, str], int] = {}
+        accept = self.accept
+        partitions = out.partitions
         for rec in records:
+            if accept is not None and not accept(rec.topic, rec.partition, rec.offset):
+                out.skipped += 1
+                continue
+            where = (rec.topic, rec.partition)
+            partitions.add(where)
             source = self.topic_sources.get(rec.topic, rec.topic)
             try:
                 event = parse_event(rec.value, self.max_event_bytes)
                 if event.ts > horizon:
                     raise EventError(f"future: ts is {event.ts - horizon + self.max_future_s:.0f}s ahead of this agent's clock (max_future_s={self.max_future_s:g})")
-                out.transitions.extend(pipeline.process(event))
+                out.transitions.extend(pipeline.process(event, where))
                 outcome = "processed"
                 out.processed += 1
             except EventError as exc:

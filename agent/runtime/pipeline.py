@@ -19,7 +19,7 @@ from agent.rules import Rule, RuleSet
 from .alerts import AlertLifecycle
 from .engine import RuleEngine
 
-__all__ = ["Pipeline"]
+__all__ = ["DetachedPartition", "Pipeline"]
 
 
 @dataclass
@@ -47,6 +47,7 @@ class Pipeline:
         self._owner_where: dict[str, Any] = {}
         self.partition_clock: dict[Any, float] = {}
         self.held: set[Any] = set()
+        self._next_sweep_of: dict[Any, float] = {}
 
     def process(self, event: Any, where: Any = None) -> list[Alert]:
         """Feed one parsed event; raise ``EventError`` if it is too late to use.
@@ -103,13 +104,23 @@ class Pipeline:
                 evaluate = getattr(state.detector, "evaluate", None)
                 score = evaluate(at) if evaluate is not None else state.last_score
             findings.append(Finding(skey[0], skey[1], max(at, state.last_ts), score))
+        # sweep at the interval's boundary, not at ``now``: the same events give the same
+        # sweep times whatever the batch boundaries (replays stay exact); a held
+        # partition's series sweep at its own clock's boundaries
+        due: dict[Any, float | None] = {}
+        for where in self.held:
+            clock = self.partition_clock.get(where, float("-inf"))
+            if clock == float("-inf") or clock < self._next_sweep_of.get(where, float("-inf")):
+                due[where] = None
+                continue
+            due[where] = clock - clock % self.sweep_interval_s
+            self._next_sweep_of[where] = due[where] + self.sweep_interval_s  # type: ignore[operator]
+        boundary = None
         if now >= self._next_sweep:
-            # sweep at the interval's boundary, not at ``now``: the same events give the
-            # same sweep times whatever the batch boundaries (replays stay exact)
             boundary = now - now % self.sweep_interval_s
             self._next_sweep = boundary + self.sweep_interval_s
-            skip = _SkipHeld(active, self.engine, self.held) if self.held else active
-            findings.extend(self.engine.sweep(boundary, self.staleness_s, skip=skip))
+        if boundary is not None or any(b is not None for b in due.values()):
+            findings.extend(self.engine.sweep(boundary, self.staleness_s, skip=active, clocks=due or None))
         return self.lifecycle.advance(self._by_id, findings)
 
     def reload(self, rules: RuleSet) -> list[Alert]:
@@ -125,11 +136,11 @@ class Pipeline:
     def _judge_time(self, state: Any, now: float) -> float:
         """The event time at which a series is judged without a new event of its own.
 
-        The global clock, except for series of a partition with a backlog (``held``):
-        its events up to the global clock are still unread, so judging it at that clock
-        would expire its windows early and resolve (or, for "too few events" rules,
-        fire) what its own events have not decided yet. Such a series is judged at its
-        partition's clock until the partition has caught up.
+        The global clock, except for series of a ``held`` partition (one with a backlog,
+        or with records lately: the runtime decides, see fleet.py): its events up to the
+        global clock may still be unread, so judging it at that clock would expire its
+        windows early and resolve (or, for "too few events" rules, fire) what its own
+        events have not decided yet. Such a series is judged at its partition's clock.
         """
         where = getattr(state, "where", None)
         if where is not None and where in self.held:
@@ -154,27 +165,45 @@ class Pipeline:
 
     def forget_partition(self, where: Any) -> None:
         """Drop everything partition ``where`` owns: it was revoked (its checkpoint is written)."""
-        for skey in [k for k, st in self.engine.items() if st.where == where]:
-            self.lifecycle.active.pop(skey, None)
+        self.detach_partition(where)
+
+    def detach_partition(self, where: Any) -> DetachedPartition:
+        """Take out everything partition ``where`` owns, as live objects (no encoding)."""
+        active = self.lifecycle.active
+        series = [(k, st) for k, st in self.engine.items() if st.where == where]
+        alerts = {k: active.pop(k) for k, _ in series if k in active}
         self.engine.drop_where(where)
+        owners = self.owners_of(where)
         for owner in [o for o, w in self._owner_where.items() if w == where]:
             del self._owner_where[owner]
             self._owner_clock.pop(owner, None)
-        self.partition_clock.pop(where, None)
+        clock = self.partition_clock.pop(where, float("-inf"))
+        self._next_sweep_of.pop(where, None)
         self.held.discard(where)
+        return DetachedPartition(where, self.rules, series, alerts, owners, clock)
+
+    def attach_partition(self, part: DetachedPartition) -> bool:
+        """Put a detached partition back; False (and nothing done) if the rules changed since."""
+        if part.rules is not self.rules:
+            return False
+        for skey, state in part.series:
+            self.engine.adopt(skey, state)
+        self.lifecycle.active.update(part.alerts)
+        self.adopt_partition(part.where, part.clock, part.owners)
+        return True
 
 
-class _SkipHeld:
-    """``skey in skip``: the series has an alert, or its partition has a backlog."""
+@dataclass
+class DetachedPartition:
+    """One partition's live state out of a pipeline: kept across a rebalance that gives it back."""
 
-    def __init__(self, active: Any, engine: RuleEngine, held: set[Any]) -> None:
-        self._active, self._engine, self._held = active, engine, held
+    where: Any
+    rules: RuleSet
+    series: list[tuple[Any, Any]]
+    alerts: dict[Any, Any]
+    owners: dict[str, float]
+    clock: float
 
-    def __contains__(self, skey: object) -> bool:
-        if skey in self._active:
-            return True
-        state = self._engine.series(skey)  # type: ignore[arg-type]
-        return state is not None and state.where in self._held
 
 
 def _inactive(score: Score) -> Score:

@@ -97,8 +97,83 @@ class SelfMetrics:
             ["outcome"],
             registry=r,
         )
+        self.actions = Counter(
+            "watchkeeper_actions_total",
+            "Remediation decisions, by action kind and outcome (executed, dry-run, noop, skipped, "
+            "pending-approval, approved, expired, failed).",
+            ["action", "outcome"],
+            registry=r,
+        )
+        self.action_duration = Histogram(
+            "watchkeeper_action_duration_seconds",
+            "Time of one remediation decision: plan, guards, apply with its retries.",
+            ["action"],
+            buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.action_failures = Counter(
+            "watchkeeper_action_failures_total",
+            "Remediations that failed (retries used up, or a final error), by action kind.",
+            ["action"],
+            registry=r,
+        )
+        self.action_duplicates = Counter(
+            "watchkeeper_action_duplicates_total",
+            "Action entries of re-sent or redelivered alerts whose decision was already taken (nothing done).",
+            registry=r,
+        )
+        self.actions_pending = Gauge(
+            "watchkeeper_actions_pending_approval",
+            "Remediations waiting for a person to approve them.",
+            registry=r,
+        )
         self.rules_last_reload_ok = Gauge(
             "watchkeeper_rules_last_reload_successful",
             "1 if the last rules load succeeded, else 0 (the old rules keep running).",
+            registry=r,
+        )
+        # fleet mode (fleet.py): partitions owned, their checkpoints and their lag
+        self.partitions_owned = Gauge(
+            "watchkeeper_partitions_owned",
+            "Event partitions this member owns (its consumer group assignment), by topic.",
+            ["topic"],
+            registry=r,
+        )
+        self.partition_lagging = Gauge(
+            "watchkeeper_partition_lagging",
+            "1 while a partition is more than the lag threshold behind its high-water mark.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.partition_event_time = Gauge(
+            "watchkeeper_partition_event_time_seconds",
+            "Event time (epoch seconds) a partition's processing has reached; time() minus it is its delay.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.checkpoints = Counter(
+            "watchkeeper_checkpoints_total", "Partition checkpoints, by outcome (written, failed).", ["outcome"], registry=r
+        )
+        self.checkpoint_bytes = Counter(
+            "watchkeeper_checkpoint_bytes_total", "Bytes written to the state topic by checkpoints.", registry=r
+        )
+        self.checkpoint_offset = Gauge(
+            "watchkeeper_checkpoint_offset",
+            "Offset (next to read) of the latest checkpoint written or restored, by partition.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.checkpoint_restores = Counter(
+            "watchkeeper_checkpoint_restores_total",
+            "Assigned partitions, by how their state started: restored (decoded from the state topic), "
+            "kept (given back after a rebalance, live state reused), fresh, corrupt, unreadable.",
+            ["outcome"],
+            registry=r,
+        )
+        self.checkpoint_duration = Histogram(
+            "watchkeeper_checkpoint_seconds",
+            "Time to encode one round of partition checkpoints, or to write it (stage).",
+            ["stage"],
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=r,
         )

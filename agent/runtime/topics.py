@@ -18,9 +18,14 @@ from agent.errors import WatchkeeperError
 __all__ = ["create_topics"]
 
 
-async def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 4, security: Any = None) -> None:
-    """Create ``names`` with ``partitions`` partitions each; topics that exist are left alone."""
-    topics = [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in names]
+async def create_topics(
+    bootstrap: str, names: Iterable[str], partitions: int = 4, security: Any = None, configs: dict[str, str] | None = None
+) -> None:
+    """Create ``names`` with ``partitions`` partitions each; topics that exist are left alone.
+
+    ``configs`` are topic configs, e.g. ``{"cleanup.policy": "compact"}`` for the state topic.
+    """
+    topics = [NewTopic(name, num_partitions=partitions, replication_factor=1, topic_configs=configs or {}) for name in names]
     if not topics:
         return
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **parse_security(security))

@@ -79,8 +79,23 @@ BAD_FILES: dict[str, list[tuple[int | None, str]]] = {
     "detector_equals_not_scalar.bad.yaml": [(7, "detector.equals must be a scalar")],
     "detector_unknown_param.bad.yaml": [(11, 'unknown parameter "windw_s" for detector "threshold" (did you mean "window_s"?)')],
     "detector_bad_window.bad.yaml": [(11, "window_s: '1 minute' is not a duration")],
-    "detector_agg_needs_window.bad.yaml": [(8, "detector \"threshold\": agg 'p99' needs a window_s > 0")],
+    "detector_agg_needs_window.bad.yaml": [(10, "detector \"threshold\": agg 'p99' needs a window_s > 0")],
     "detector_bad_op.bad.yaml": [(7, "detector \"threshold\": op '=>' is not one of")],
+    # every detector kind checks its parameters when the rules load, not when the first event
+    # comes, and the error points at the parameter its message names (else at `detector:`)
+    "detector_latency_anomaly_bad_param.bad.yaml": [(10, 'detector "latency_anomaly": latency_anomaly: threshold must be a number in (0, 1], got 5')],
+    "detector_error_rate_bad_param.bad.yaml": [(11, 'detector "error_rate": slo_target must be a fraction between 0 and 1')],
+    "detector_token_spend_bad_param.bad.yaml": [(8, 'detector "token_spend": nothing to detect')],
+    "detector_drift_bad_param.bad.yaml": [(10, 'detector "drift": reference_size must be an integer >= 10, got 5')],
+    "detector_category_drift_bad_param.bad.yaml": [(10, 'detector "category_drift": max_categories must be an integer between 2 and 256')],
+    "detector_gpu_pressure_bad_param.bad.yaml": [(10, "detector \"gpu_pressure\": signal 'power' needs power_cap_w")],
+    # drift references: files relative to the rules file, read once at load; named windows
+    "drift_reference_missing.bad.yaml": [(10, "reference_file: cannot read reference file")],
+    "drift_reference_bad_value.bad.yaml": [(10, 'reference/bad_value.csv:4: expected a finite number, got "abc"')],
+    "drift_reference_no_column.bad.yaml": [(10, "reference/amount.csv:1: no column 'price' in the header (amount, country)")],
+    "detector_reference_not_applicable.bad.yaml": [(11, "reference_file applies only to detectors with a reference (drift, category_drift)")],
+    "drift_reference_and_file.bad.yaml": [(11, "give reference or reference_file, not both")],
+    "drift_reference_window_backwards.bad.yaml": [(10, "reference_window must start before it ends")],
     # labels, annotations, actions
     "invalid_label_name.bad.yaml": [(10, "invalid label name 'team-name'")],
     "label_alertname.bad.yaml": [(9, "invalid label name 'alertname'")],
@@ -91,6 +106,13 @@ BAD_FILES: dict[str, list[tuple[int | None, str]]] = {
     ],
     "annotation_unbalanced.bad.yaml": [(9, "annotation 'summary': unbalanced braces")],
     "unknown_action.bad.yaml": [(9, 'unknown action type "reboot_datacenter"')],
+    "action_unknown_param.bad.yaml": [(11, 'action 1 "notify": unknown key \'cooldwn\' (did you mean "cooldown"?)')],
+    "action_bad_mode.bad.yaml": [(11, "action 1 \"notify\": mode: Input should be 'dry-run', 'enforce' or 'approve'")],
+    "action_bad_duration.bad.yaml": [
+        (11, "action 1 \"notify\": cooldown: '10 minutes' is not a duration"),
+        (12, 'action 1 "notify": max_per_hour: Input should be greater than or equal to 0'),
+    ],
+    "action_notify_no_url.bad.yaml": [(9, 'action 1 "notify": notify needs exactly one of url_env (recommended) or url')],
     # several problems at once: every one of them, in one pass
     "many_problems.bad.yaml": [
         (4, "group \"serving\": unknown key 'interval'"),
@@ -219,7 +241,7 @@ def test_good_file_compiles_to_what_it_says() -> None:
     description = rule.annotations["description"].render(
         labels, 1234.0, {"window_s": 60.0, "n": 40, "threshold": 500.0}
     )
-    assert description == "1.234k ms over 1m (40 requests, limit 500) for FraudP99Latency."
+    assert description == "1.234k ms over 1m 0s (40 requests, limit 500) for FraudP99Latency."
 
 
 def test_label_values_that_are_yaml_scalars_become_strings() -> None:
