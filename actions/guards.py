@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from .audit import GuardResult
-from .base import ActionParams, Mode, Plan, TargetLock
+from .base import ActionFailed, ActionParams, Mode, Plan, TargetLock, TransientActionError
 from .ledger import BUDGET_WINDOW_S, Ledger
 
 __all__ = ["Decision", "GuardPipeline", "MODE_RANK", "effective_mode", "take_lease"]
@@ -196,13 +196,17 @@ class GuardPipeline:
 async def take_lease(lock: TargetLock, target: str, holder: str, ttl_s: float) -> GuardResult:
     """The lease guard: hold the target for ``ttl_s`` or refuse because another agent does.
 
-    A lock that fails (the API server is down) refuses too: acting without knowing
-    whether someone else is acting is what the lease exists to prevent.
+    A lock that fails (the API server answers 500, or is down) raises
+    ``TransientActionError``: the caller retries it like any transient step and records
+    ``failed`` when retries run out. It never acts without the lease: acting without
+    knowing whether someone else is acting is what the lease exists to prevent.
     """
     try:
         ok = await lock.acquire(target, holder, ttl_s)
-    except Exception as exc:  # noqa: BLE001 - any lock error refuses, with the reason
+    except ActionFailed as exc:  # refused for good (403: the Role lacks leases)
         return GuardResult("lease", False, f"could not take the lease on {target}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - anything else is worth another try
+        raise TransientActionError(f"could not take the lease on {target}: {exc}") from exc
     if ok:
         return GuardResult("lease", True, f"held by {holder} for up to {ttl_s:.0f}s")
     return GuardResult("lease", False, f"another agent holds the lease on {target}")

@@ -240,7 +240,16 @@ class Remediator:
         target = plan.target.key
         lock = self.context.lock
         ttl_s = 60.0 + sum(min(self.max_backoff_s, self.backoff_s * 2**i) for i in range(retries)) + 30.0 * (retries + 1)
-        lease = await take_lease(lock, target, self.agent_id, ttl_s) if lock is not None else GuardResult("lease", True, "no lock configured")
+        if lock is None:
+            lease = GuardResult("lease", True, "no lock configured")
+        else:
+            try:  # a lease write that fails (500, timeout) is retried like the action itself
+                lease, _ = await self._with_retries(lambda: take_lease(lock, target, self.agent_id, ttl_s), retries)
+            except _Failed as exc:
+                fields["guards"] = (*fields["guards"], GuardResult("lease", False, str(exc)))
+                await self._failed(alert, atype, index, key, target, mode, str(exc), exc.attempts, fields)
+                self._observe_duration(atype, started)
+                return
         fields["guards"] = (*fields["guards"], lease)
         if not lease.ok:
             await self._record(alert, atype, index, key, target, mode, "skipped", guard="lease", reason=lease.detail, **fields)

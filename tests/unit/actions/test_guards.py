@@ -6,6 +6,7 @@ import pytest
 
 from actions.audit import AuditRecord, answer_request
 from actions.base import ActionParams, Plan, Target
+from actions.base import TransientActionError
 from actions.guards import GuardPipeline, effective_mode, take_lease
 from actions.ledger import Ledger
 from actions.local_lock import LocalLock
@@ -176,7 +177,7 @@ async def test_lease_refuses_while_another_agent_holds_the_target() -> None:
     assert (await take_lease(lock, TARGET.key, "agent-b", 30)).ok
 
 
-async def test_a_failing_lock_refuses_rather_than_acting_blind() -> None:
+async def test_a_failing_lock_raises_a_transient_error_rather_than_acting_blind() -> None:
     class Broken:
         async def acquire(self, key: str, holder: str, ttl_s: float) -> bool:
             raise ConnectionError("API server unreachable")
@@ -184,8 +185,8 @@ async def test_a_failing_lock_refuses_rather_than_acting_blind() -> None:
         async def release(self, key: str, holder: str) -> None:
             pass
 
-    result = await take_lease(Broken(), TARGET.key, "agent-a", 30)
-    assert not result.ok and "API server unreachable" in result.detail
+    with pytest.raises(TransientActionError, match="API server unreachable"):
+        await take_lease(Broken(), TARGET.key, "agent-a", 30)
 
 
 def test_bad_settings_are_refused() -> None:

@@ -276,3 +276,36 @@ def test_bad_action_settings_name_their_variable() -> None:
     with pytest.raises(ConfigError, match="distinct"):
         Topics(audit="watchkeeper.alerts")
     assert Topics().all()[-2:] == ("watchkeeper.audit", "watchkeeper.retrain")
+
+
+class FlakyLock(LocalLock):
+    """A Lease whose writes fail ``fail`` times first (an API server answering 500)."""
+
+    def __init__(self, fail: int) -> None:
+        super().__init__()
+        self.fail = fail
+
+    async def acquire(self, key: str, holder: str, ttl_s: float) -> bool:
+        if self.fail:
+            self.fail -= 1
+            raise ConnectionError("500 Internal Server Error")
+        return await super().acquire(key, holder, ttl_s)
+
+
+async def test_a_failing_lease_write_is_retried_then_the_action_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = Setup(rules_with(tmp_path, monkeypatch, "mode: enforce, retries: 3"))
+    s.remediator.context.lock = FlakyLock(fail=2)
+    await s.remediator.handle([alert()])
+    (record,) = s.topic.records
+    assert record.outcome == "executed" and s.system.applies
+    assert [g.name for g in record.guards][-1] == "lease" and record.guards[-1].ok
+
+
+async def test_a_lease_that_never_comes_fails_without_acting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = Setup(rules_with(tmp_path, monkeypatch, "mode: enforce, retries: 1"))
+    s.remediator.context.lock = FlakyLock(fail=9)
+    await s.remediator.handle([alert()])
+    (record,) = s.topic.records
+    assert (record.outcome, s.system.applies) == ("failed", [])
+    assert "could not take the lease" in record.reason and not record.guards[-1].ok
+    assert s.sample("watchkeeper_action_failures_total", action="recording") == 1
