@@ -36,6 +36,7 @@ __all__ = [
     "ActionFailed",
     "ActionParams",
     "Mode",
+    "NotConfigured",
     "Outcome",
     "Plan",
     "Target",
@@ -125,6 +126,15 @@ class TargetLock(Protocol):
     async def acquire(self, key: str, holder: str, ttl_s: float) -> bool: ...
 
     async def release(self, key: str, holder: str) -> None: ...
+
+
+class NotConfigured(ActionFailed):
+    """The agent has no client for this kind of target (no kubeconfig, no tracking URI).
+
+    In dry-run the decision is still audited as ``dry-run`` (the target unread, and the
+    record says so), so a new rule can be tried before its target is wired up; in
+    enforce or approve mode it fails like any ``ActionFailed``.
+    """
 
 
 class ActionContext:

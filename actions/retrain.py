@@ -52,7 +52,7 @@ from pydantic import Field, field_validator, model_validator
 
 from agent.model import Alert
 
-from .base import Action, ActionFailed, ActionParams, Plan, Target, TransientActionError
+from .base import Action, ActionFailed, ActionParams, NotConfigured, Plan, Target, TransientActionError
 from .kube_jobs import build_job, create_job_once, job_name, label_value, open_jobs
 from .label_template import check_label_template, render_label_template
 
@@ -177,7 +177,7 @@ class Retrain(Action):
 
     def _api(self) -> Any:
         if self.context.kube_api_client is None:
-            raise ActionFailed("no Kubernetes API client: set WATCHKEEPER_KUBECONFIG or run in a cluster")
+            raise NotConfigured("no Kubernetes API client: set WATCHKEEPER_KUBECONFIG or run in a cluster")
         return self.context.kube_api_client
 
     @property
@@ -215,7 +215,7 @@ class Retrain(Action):
         request = retrain_request(alert, model, version, self.params.window, key, self.context.agent_id)
         if self.params.via == "topic":
             if self.context.publish is None:
-                raise ActionFailed("no Kafka producer in the action context (retrain via: topic needs one)")
+                raise NotConfigured("no Kafka producer in the action context (retrain via: topic needs one)")
             value = json.dumps(request, sort_keys=True, allow_nan=False).encode()
             try:
                 await self.context.publish(self.topic, model.encode(), value)

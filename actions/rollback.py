@@ -57,7 +57,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from agent.model import Alert
 
 from .alias_history import BAD_TAG, Move, append_move, normalise_version, previous_version
-from .base import Action, ActionFailed, ActionParams, Plan, Target, TransientActionError
+from .base import Action, ActionFailed, ActionParams, NotConfigured, Plan, Target, TransientActionError
 from .label_template import check_label_template, render_label_template
 from .mlflow_registry import RegistryClient, RegistryKind
 
@@ -134,7 +134,7 @@ class Rollback(Action):
     def _registry(self) -> RegistryClient:
         uri = self.context.mlflow_tracking_uri
         if not uri:
-            raise ActionFailed("no MLflow tracking URI: set WATCHKEEPER_MLFLOW_TRACKING_URI (or MLFLOW_TRACKING_URI)")
+            raise NotConfigured("no MLflow tracking URI: set WATCHKEEPER_MLFLOW_TRACKING_URI (or MLFLOW_TRACKING_URI)")
         if self._client is None:
             self._client = RegistryClient(uri, self.params.registry)
         return self._client

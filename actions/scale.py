@@ -49,7 +49,7 @@ from pydantic import Field, field_validator, model_validator
 
 from agent.model import Alert
 
-from .base import Action, ActionFailed, ActionParams, Plan, Target, TransientActionError
+from .base import Action, ActionFailed, ActionParams, NotConfigured, Plan, Target, TransientActionError
 from .kube import (
     LAST_ACTION,
     LAST_ACTION_TARGET,
@@ -119,7 +119,7 @@ class Scale(Action):
 
     def _api(self) -> Any:
         if self.context.kube_api_client is None:
-            raise ActionFailed("no Kubernetes API client: set WATCHKEEPER_KUBECONFIG or run in a cluster")
+            raise NotConfigured("no Kubernetes API client: set WATCHKEEPER_KUBECONFIG or run in a cluster")
         return self.context.kube_api_client
 
     def target(self, alert: Alert) -> Target:

@@ -167,7 +167,7 @@ class ActionSpec(_Strict):
     min_attempts: int | None = Field(None, ge=1, description="the matching records needed this many tries (a retried call)")
     needs: Literal["kubernetes", "mlflow"] | None = Field(None, description="the target system the action reads and writes")
     without_target: list[str] | None = Field(
-        None, description="outcomes expected instead when `needs` is not configured (a dry-run cannot read a target it has no client for)"
+        None, description="outcomes expected instead when `needs` is not configured (the action is then decided in dry-run with its target unread)"
     )
 
 

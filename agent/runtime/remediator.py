@@ -30,7 +30,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from actions.audit import AuditRecord, GuardResult, answer_request, decision_key, new_record_id
-from actions.base import Action, ActionContext, ActionFailed, Plan, Target, TransientActionError
+from actions.base import Action, ActionContext, ActionFailed, NotConfigured, Plan, Target, TransientActionError
 from actions.guards import GuardPipeline, effective_mode, take_lease
 from actions.ledger import Ledger, PendingRequest
 from agent.logs import get_logger
@@ -208,8 +208,11 @@ class Remediator:
         try:
             plan, _ = await self._with_retries(lambda: action.plan(alert, target), params.retries)
         except _Failed as exc:
-            await self._failed(alert, atype, index, key, target.key, mode, str(exc), exc.attempts, common)
-            return
+            if not (mode == "dry-run" and isinstance(exc.__cause__, NotConfigured)):
+                await self._failed(alert, atype, index, key, target.key, mode, str(exc), exc.attempts, common)
+                return
+            # dry-run before the target is wired up: still decide and audit, saying so
+            plan = Plan(target, {}, {}, reason=f"{atype} {target.key} (target not read: {exc})")
         decision = self.guards.decide(key=key, action=atype, params=params, plan=plan, approved_by=approved_by)
         if decision.verdict == "duplicate":
             self.metrics.action_duplicates.inc()

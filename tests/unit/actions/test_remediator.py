@@ -309,3 +309,28 @@ async def test_a_lease_that_never_comes_fails_without_acting(tmp_path: Path, mon
     assert (record.outcome, s.system.applies) == ("failed", [])
     assert "could not take the lease" in record.reason and not record.guards[-1].ok
     assert s.sample("watchkeeper_action_failures_total", action="recording") == 1
+
+
+def _rollback_rules(tmp_path: Path, mode: str) -> RuleSet:
+    path = tmp_path / "rollback.yaml"
+    path.write_text(
+        "groups:\n  - name: g\n    rules:\n      - alert: Hot\n        source: inference\n        by: [service, model, model_version]\n"
+        "        detector: {kind: threshold, field: latency_ms, op: '>', threshold: 500}\n"
+        f"        actions:\n          - {{type: rollback, mode: {mode}}}\n"
+    )
+    return load_rules([path])
+
+
+@pytest.mark.parametrize(("mode", "ceiling", "outcome"), [("dry-run", "dry-run", "dry-run"), ("enforce", "enforce", "failed")])
+async def test_without_a_registry_dry_run_still_decides_and_enforce_fails(tmp_path: Path, mode: str, ceiling: str, outcome: str) -> None:
+    # no WATCHKEEPER_MLFLOW_TRACKING_URI: a new rule can be tried in dry-run before its target is wired
+    topic = Topic()
+    remediator = Remediator(
+        rules=lambda: _rollback_rules(tmp_path, mode), context=ActionContext(lock=LocalLock()), publish=topic,
+        metrics=SelfMetrics(), ceiling=ceiling, backoff_s=0.001, registry={"rollback": ACTIONS["rollback"]}, clock=Clock(),
+    )
+    labels = {"alertname": "Hot", "service": "api", "model": "fraud", "model_version": "3"}
+    await remediator.handle([Alert("fp", "g/Hot", AlertState.FIRING, labels, {}, 1_799_999_000.0, 900.0, series=("api", "fraud", "3"))])
+    (record,) = topic.records
+    assert (record.outcome, record.target) == (outcome, "model/fraud")
+    assert "no MLflow tracking URI" in record.reason
