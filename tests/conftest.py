@@ -18,6 +18,23 @@ from agent.runtime.embedded_broker import EmbeddedBroker, find_tansu
 from tests.testbed import ALERTMANAGER, AMTOOL, Alertmanager, SlackRecorder
 
 
+@pytest.fixture(autouse=True)
+def _structlog_config_restored() -> Iterator[None]:
+    """Undo ``configure_logging`` by commands run in-process (a CLI test at level error
+    would otherwise filter the warnings later tests capture with ``capture_logs``)."""
+    import logging
+
+    import structlog
+
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    structlog.configure(**saved)
+    root.setLevel(level)
+    root.handlers[:] = handlers
+
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
     """A Tansu broker (memory storage) on a free port; ``broker.bootstrap`` for clients."""
