@@ -26,7 +26,6 @@ import base64
 import os
 import secrets
 import shutil
-import signal
 import ssl
 import subprocess
 import tempfile
@@ -38,7 +37,8 @@ from typing import Any
 
 import yaml
 
-from tests.testbed import _free_port, _tail
+from agent.runtime.server_process import launch, stop_process, wait_ready
+from tests.testbed import _free_port
 
 __all__ = ["ETCD", "K8S_BIN", "KubeCluster", "deployment_manifest", "missing_binaries", "wait_until"]
 
@@ -58,17 +58,6 @@ def missing_binaries(bin_dir: Path = K8S_BIN) -> str | None:
         if not (bin_dir / name).is_file():
             return f"{bin_dir / name} is missing (build it with .ci/k8s-testbed, about 3 minutes)"
     return None
-
-
-def _stop(proc: subprocess.Popen[bytes] | None, timeout_s: float = 10.0) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    os.kill(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
 
 
 class KubeCluster:
@@ -133,7 +122,7 @@ class KubeCluster:
     def stop(self) -> None:
         """Stop in reverse order of start, each by its PID."""
         for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
-            _stop(self._procs.pop(name, None))
+            stop_process(self._procs.pop(name, None))
 
     def __enter__(self) -> KubeCluster:
         return self.start()
@@ -142,26 +131,21 @@ class KubeCluster:
         self.stop()
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        log_path = self.workdir / f"{name}.log"
-        with log_path.open("ab") as log:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = launch(argv, self.workdir / f"{name}.log")
         self._procs[name] = proc
         return proc
 
-    def _wait(self, name: str, ready: Any, what: str) -> None:
-        proc = self._procs[name]
-        log_path = self.workdir / f"{name}.log"
-        deadline = time.monotonic() + self.start_timeout_s
-        while not ready():
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"{name} exited with status {proc.returncode} before {what}; last lines of {log_path}:\n{_tail(log_path)}"
-                )
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"{name}: no {what} within {self.start_timeout_s:g} s; last lines of {log_path}:\n{_tail(log_path)}"
-                )
-            time.sleep(0.1)  # poll interval, bounded by the deadline
+    def _wait(self, name: str, ready: Any, what: str, url: str) -> None:
+        wait_ready(
+            self._procs[name],
+            ready,
+            name=name,
+            url=url,
+            log_path=self.workdir / f"{name}.log",
+            timeout_s=self.start_timeout_s,
+            poll_s=0.1,
+            what=what,
+        )
 
     def _start_etcd(self) -> None:
         client, peer = _free_port(), _free_port()
@@ -180,7 +164,7 @@ class KubeCluster:
                 "--log-level=warn",
             ],
         )
-        self._wait("etcd", lambda: self._http_ok(f"{self.etcd_url}/health"), "health")
+        self._wait("etcd", lambda: self._http_ok(f"{self.etcd_url}/health"), "healthy", self.etcd_url)
 
     def _start_apiserver(self) -> None:
         keys = self.workdir / "keys"
@@ -214,7 +198,7 @@ class KubeCluster:
                 "--v=1",
             ],
         )
-        self._wait("kube-apiserver", lambda: self._http_ok(f"{self.server}/readyz", tls=True), "/readyz")
+        self._wait("kube-apiserver", lambda: self._http_ok(f"{self.server}/readyz", tls=True), "ready (/readyz)", self.server)
 
     def _start_controller_manager(self) -> None:
         self._spawn(
@@ -238,7 +222,8 @@ class KubeCluster:
         self._wait(
             "kube-controller-manager",
             lambda: self._get_ok("/api/v1/namespaces/default/serviceaccounts/default"),
-            "default ServiceAccount",
+            "ready (no default ServiceAccount)",
+            self.server,
         )
 
     def _ssl(self) -> ssl.SSLContext:

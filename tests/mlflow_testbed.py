@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from tests.testbed import _free_port, _tail
+from agent.runtime.server_process import http_ok, start_server, stop_process
+from tests.testbed import _free_port
 
 __all__ = ["MLFLOW", "MlflowServer", "mlflow_available", "model_with_versions"]
 
@@ -32,7 +30,6 @@ MLFLOW = Path(sys.prefix) / "bin" / "mlflow"
 """The full ``mlflow`` (a test dependency); the agent itself needs only mlflow-skinny."""
 
 _HOST = "127.0.0.1"
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
 
 
 def mlflow_available() -> str | None:
@@ -92,51 +89,35 @@ class MlflowServer:
             raise RuntimeError(f"cannot start mlflow on {self.url}: another server is there")
         self.artifacts.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-        with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
-                [
-                    str(self.binary),
-                    "server",
-                    "--host",
-                    _HOST,
-                    "--port",
-                    str(self.port),
-                    "--workers",
-                    "1",
-                    "--backend-store-uri",
-                    f"sqlite:///{self.db_path.resolve()}",
-                    "--artifacts-destination",
-                    str(self.artifacts.resolve()),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # its own process group: a kill reaches the worker too
-            )
-        deadline = time.monotonic() + self.start_timeout_s
-        while not self.healthy():
-            if self._proc.poll() is not None:
-                code, self._proc = self._proc.returncode, None
-                raise RuntimeError(
-                    f"mlflow server exited with status {code} while starting on {self.url}; "
-                    f"last lines of {self.log_path}:\n{_tail(self.log_path)}"
-                )
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(
-                    f"mlflow server was not healthy on {self.url} within {self.start_timeout_s:g} s; "
-                    f"last lines of {self.log_path}:\n{_tail(self.log_path)}"
-                )
-            time.sleep(0.1)  # poll interval, bounded by the deadline
+        self._proc = start_server(
+            [
+                str(self.binary),
+                "server",
+                "--host",
+                _HOST,
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{self.db_path.resolve()}",
+                "--artifacts-destination",
+                str(self.artifacts.resolve()),
+            ],
+            self.log_path,
+            self.healthy,
+            name="mlflow server",
+            url=self.url,
+            timeout_s=self.start_timeout_s,
+            poll_s=0.1,
+            what="healthy",
+            env=env,
+            kill_group=True,
+        )
         return self
 
     def healthy(self) -> bool:
-        try:
-            with _DIRECT.open(f"{self.url}/health", timeout=2) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
+        return http_ok(f"{self.url}/health", timeout_s=2)
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """SIGTERM by PID (it stops its uvicorn worker), SIGKILL to its group after ``timeout_s``.
@@ -146,16 +127,7 @@ class MlflowServer:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait(timeout=timeout_s)
+        stop_process(proc, timeout_s, kill_group=True)
         deadline = time.monotonic() + timeout_s
         while self.healthy() and time.monotonic() < deadline:
             time.sleep(0.05)

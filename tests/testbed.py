@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -25,25 +22,20 @@ from typing import Any
 
 import yaml
 
+from agent.runtime.server_process import http_ok, start_server, stop_process
+from agent.simulate.pager import alertmanager_argv
+
 __all__ = ["ALERTMANAGER", "AMTOOL", "Alertmanager", "SlackRecorder", "alertmanager_config"]
 
 ALERTMANAGER = Path("/usr/bin/prometheus-alertmanager")
 AMTOOL = Path("/usr/bin/amtool")
 _HOST = "127.0.0.1"
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
 
 
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((_HOST, 0))
         return int(s.getsockname()[1])
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 class SlackRecorder:
@@ -236,56 +228,24 @@ class Alertmanager:
         if self._ready():
             raise RuntimeError(f"cannot start alertmanager on {self.url}: another server is there")
         (self.workdir / "data").mkdir(exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
-                [
-                    str(self.binary),
-                    f"--config.file={self.config_path}",
-                    f"--storage.path={self.workdir / 'data'}",
-                    f"--web.listen-address={_HOST}:{self.port}",
-                    "--cluster.listen-address=",
-                    f"--web.external-url={self.url}",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + self.start_timeout_s
-        while not self._ready():
-            if self._proc.poll() is not None:
-                code, self._proc = self._proc.returncode, None
-                raise RuntimeError(
-                    f"alertmanager exited with status {code} while starting on {self.url}; "
-                    f"last lines of {self.log_path}:\n{_tail(self.log_path)}"
-                )
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(
-                    f"alertmanager was not ready on {self.url} within {self.start_timeout_s:g} s; "
-                    f"last lines of {self.log_path}:\n{_tail(self.log_path)}"
-                )
-            time.sleep(0.02)  # poll interval, bounded by the deadline
+        self._proc = start_server(
+            alertmanager_argv(self.binary, self.config_path, self.workdir / "data", self.port),
+            self.log_path,
+            self._ready,
+            name="alertmanager",
+            url=self.url,
+            timeout_s=self.start_timeout_s,
+            poll_s=0.02,
+        )
         return self
 
     def _ready(self) -> bool:
-        try:
-            with _DIRECT.open(f"{self.url}/-/ready", timeout=1) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
+        return http_ok(f"{self.url}/-/ready")
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM by PID, SIGKILL if still running after ``timeout_s``."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+        stop_process(proc, timeout_s)
 
     def __enter__(self) -> Alertmanager:
         return self.start()

@@ -27,11 +27,11 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
 
 from agent.errors import WatchkeeperError
+from agent.runtime.server_process import start_server, stop_process
 
 from .topics import create_topics
 
@@ -70,14 +70,6 @@ def _port_open(port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
 
 
 class EmbeddedBroker:
@@ -151,36 +143,22 @@ class EmbeddedBroker:
             )
         log_path = self.log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
-                [
-                    str(binary), "broker",
-                    "--listener-url", url,
-                    "--advertised-listener-url", url,
-                    "--storage-engine", "memory://tansu/",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a Ctrl-C in the terminal is ours to forward, not Tansu's
-            )
-        deadline = time.monotonic() + self._start_timeout_s
-        while True:
-            if self._proc.poll() is not None:
-                code, self._proc = self._proc.returncode, None
-                raise WatchkeeperError(
-                    f"the Tansu broker exited with status {code} while starting on {url}; "
-                    f"last lines of {log_path}:\n{_tail(log_path)}"
-                )
-            if _port_open(port):
-                return
-            if time.monotonic() > deadline:
-                self.kill()
-                raise WatchkeeperError(
-                    f"the Tansu broker did not open {url} within {self._start_timeout_s:g} s; "
-                    f"last lines of {log_path}:\n{_tail(log_path)}"
-                )
-            time.sleep(0.005)  # poll interval, bounded by the deadline above
+        self._proc = None
+        self._proc = start_server(
+            [
+                str(binary), "broker",
+                "--listener-url", url,
+                "--advertised-listener-url", url,
+                "--storage-engine", "memory://tansu/",
+            ],
+            log_path,
+            lambda: _port_open(port),
+            name="the Tansu broker",
+            url=url,
+            timeout_s=self._start_timeout_s,
+            poll_s=0.005,  # it opens its port in ~10 ms
+            what="listening",
+        )
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """SIGTERM the broker, then SIGKILL it if it is still running after ``timeout_s``."""
@@ -197,14 +175,7 @@ class EmbeddedBroker:
 
     def _signal(self, sig: signal.Signals, timeout_s: float) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        os.kill(proc.pid, sig)
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5.0)
+        stop_process(proc, timeout_s, sig=sig)
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -26,13 +23,13 @@ from typing import Any
 import yaml
 
 from agent.errors import WatchkeeperError
+from agent.runtime.server_process import http_ok, start_server, stop_process
 from simulations.expectations import Page
 
-__all__ = ["ALERTMANAGER_BINARY", "AlertmanagerProcess", "SlackRecorder"]
+__all__ = ["ALERTMANAGER_BINARY", "AlertmanagerProcess", "SlackRecorder", "alertmanager_argv"]
 
 ALERTMANAGER_BINARY = Path(os.environ.get("WATCHKEEPER_ALERTMANAGER_BINARY", "/usr/bin/prometheus-alertmanager"))
 _HOST = "127.0.0.1"
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
 # one line per alert: status|alertname|k=v,k=v,
 _TEXT = "{{ range .Alerts }}{{ .Status }}|{{ .Labels.alertname }}|{{ range .Labels.SortedPairs }}{{ .Name }}={{ .Value }},{{ end }}\n{{ end }}"
 
@@ -41,6 +38,14 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((_HOST, 0))
         return int(s.getsockname()[1])
+
+
+def alertmanager_argv(binary: Path, config_path: Path, storage: Path, port: int) -> list[str]:
+    """One Alertmanager on 127.0.0.1:``port``, clustering off (a single test or simulation instance)."""
+    return [
+        str(binary), f"--config.file={config_path}", f"--storage.path={storage}",
+        f"--web.listen-address={_HOST}:{port}", "--cluster.listen-address=", f"--web.external-url=http://{_HOST}:{port}",
+    ]
 
 
 def parse_slack(message: dict[str, Any], wall: float) -> list[Page]:
@@ -129,38 +134,18 @@ class AlertmanagerProcess:
         return f"http://{_HOST}:{self.port}"
 
     def _ready(self) -> bool:
-        try:
-            with _DIRECT.open(f"{self.url}/-/ready", timeout=1) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
+        return http_ok(f"{self.url}/-/ready")
 
     def start(self, timeout_s: float = 15.0) -> AlertmanagerProcess:
         if self._proc is not None and self._proc.poll() is None:
             return self
         (self.workdir / "data").mkdir(exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
-                [str(self.binary), f"--config.file={self.config_path}", f"--storage.path={self.workdir / 'data'}",
-                 f"--web.listen-address={_HOST}:{self.port}", "--cluster.listen-address=", f"--web.external-url={self.url}"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout_s
-        while not self._ready():
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                tail = self.log_path.read_text(errors="replace")[-2000:]
-                raise WatchkeeperError(f"alertmanager did not become ready on {self.url}:\n{tail}")
-            time.sleep(0.02)  # poll interval, bounded by the deadline
+        self._proc = start_server(
+            alertmanager_argv(self.binary, self.config_path, self.workdir / "data", self.port),
+            self.log_path, self._ready, name="alertmanager", url=self.url, timeout_s=timeout_s, poll_s=0.02,
+        )
         return self
 
     def stop(self, timeout_s: float = 10.0) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+        stop_process(proc, timeout_s)

@@ -10,14 +10,10 @@ comes 5-6 s after it starts (../shared/TESTBED.md), so the test polls with a dea
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import socket
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -27,13 +23,13 @@ import pytest
 
 from agent.model import EVENT_ADAPTER
 from agent.runtime.dcgm import DcgmPoller
+from agent.runtime.server_process import http_ok, start_server, stop_process
 
 pytestmark = pytest.mark.integration
 
 PROMETHEUS = Path("/usr/bin/prometheus")
 PROMTOOL = Path("/usr/bin/promtool")
 _HOST = "127.0.0.1"
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 MIB = 1 << 20
 
 _WHOLE = (
@@ -137,44 +133,25 @@ class Prometheus:
         if PROMTOOL.is_file():
             check = subprocess.run([str(PROMTOOL), "check", "config", str(self.config)], capture_output=True, text=True)
             assert check.returncode == 0, check.stdout + check.stderr
-        with self.log.open("ab") as log:
-            self._proc = subprocess.Popen(
-                [
-                    str(PROMETHEUS),
-                    f"--config.file={self.config}",
-                    f"--storage.tsdb.path={self.workdir / 'data'}",
-                    f"--web.listen-address={_HOST}:{self.port}",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout_s
-        while not self._ready():
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"prometheus did not become ready on {self.url}:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.02)  # poll interval, bounded by the deadline
+        self._proc = start_server(
+            [
+                str(PROMETHEUS),
+                f"--config.file={self.config}",
+                f"--storage.tsdb.path={self.workdir / 'data'}",
+                f"--web.listen-address={_HOST}:{self.port}",
+            ],
+            self.log,
+            lambda: http_ok(f"{self.url}/-/ready"),
+            name="prometheus",
+            url=self.url,
+            timeout_s=timeout_s,
+            poll_s=0.02,
+        )
         return self
-
-    def _ready(self) -> bool:
-        try:
-            with _DIRECT.open(f"{self.url}/-/ready", timeout=1) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
 
     def stop(self, timeout_s: float = 10.0) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+        stop_process(proc, timeout_s)
 
 
 @pytest.fixture(scope="module")
