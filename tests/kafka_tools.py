@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.structs import RecordMetadata
 
+from agent.runtime.topics import caught_up
+
 __all__ = ["consume", "produce"]
 
 Key = bytes | str | None
@@ -65,20 +67,9 @@ async def consume(
             if n is not None:
                 if len(records) >= n:
                     break
-            elif await _caught_up(consumer):
+            elif await caught_up(consumer):
                 break
     finally:
         await consumer.stop()
     records.sort(key=lambda r: (r.partition, r.offset))
     return records
-
-
-async def _caught_up(consumer: AIOKafkaConsumer) -> bool:
-    partitions = consumer.assignment()
-    if not partitions:
-        return False
-    for tp in partitions:
-        highwater = consumer.highwater(tp)
-        if highwater is None or await consumer.position(tp) < highwater:
-            return False
-    return True

@@ -22,6 +22,8 @@ from faststream.kafka.security import parse_security
 from actions.audit import AuditRecord
 from agent.logs import get_logger
 
+from .topics import caught_up as consumer_caught_up
+
 __all__ = ["AuditTail", "publish_record", "read_audit"]
 
 _log = get_logger(__name__)
@@ -95,7 +97,7 @@ class AuditTail:
                         if rec.offset >= self._next.get(rec.partition, 0):
                             self._next[rec.partition] = rec.offset + 1
                             self._apply(rec.value)
-                if not self.caught_up.is_set() and await _at_end(consumer):
+                if not self.caught_up.is_set() and await consumer_caught_up(consumer):
                     self.caught_up.set()
                     _log.info("audit ledger rebuilt", topic=self.topic, records=self.records)
         finally:
@@ -111,17 +113,6 @@ class AuditTail:
             return
         self.records += 1
         self._on_record(record)
-
-
-async def _at_end(consumer: AIOKafkaConsumer) -> bool:
-    partitions = consumer.assignment()
-    if not partitions:
-        return False
-    for tp in partitions:
-        highwater = consumer.highwater(tp)
-        if highwater is None or await consumer.position(tp) < highwater:
-            return False
-    return True
 
 
 async def read_audit(bootstrap: str, topic: str, *, security: Any = None, timeout_s: float = 15.0) -> list[AuditRecord]:

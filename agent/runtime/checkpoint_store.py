@@ -6,12 +6,13 @@ import asyncio
 import time
 import uuid
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from agent.errors import WatchkeeperError
 from agent.logs import get_logger
 
+from .topics import caught_up
 from .checkpoint import CHUNK_BYTES, Checkpoint, CheckpointReader, chunk_key, encode_checkpoint
 
 __all__ = ["CheckpointStore"]
@@ -154,7 +155,7 @@ class CheckpointStore:
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             deadline = time.monotonic() + self.read_timeout_s
-            while not await _caught_up(consumer, tps):
+            while not await caught_up(consumer, tps):
                 if time.monotonic() > deadline:
                     raise WatchkeeperError(f"reading state topic {self.topic!r} took over {self.read_timeout_s:g} s")
                 batches = await consumer.getmany(*tps, timeout_ms=200, max_records=10_000)
@@ -169,11 +170,3 @@ class CheckpointStore:
         for key, checkpoint in found.items():
             self._slots[key] = checkpoint.slot
         return found
-
-
-async def _caught_up(consumer: Any, tps: Sequence[Any]) -> bool:
-    for tp in tps:
-        highwater = consumer.highwater(tp)
-        if highwater is None or await consumer.position(tp) < highwater:
-            return False
-    return True

@@ -6,7 +6,7 @@ missing ones only when asked, with the same security settings as its clients.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -15,7 +15,7 @@ from faststream.kafka.security import parse_security
 
 from agent.errors import WatchkeeperError
 
-__all__ = ["create_topics"]
+__all__ = ["caught_up", "create_topics"]
 
 
 async def create_topics(
@@ -39,3 +39,21 @@ async def create_topics(
         if code and error is not TopicAlreadyExistsError:
             message = rest[0] if rest and rest[0] else error.__name__
             raise WatchkeeperError(f"cannot create topic {topic!r} on {bootstrap}: {message}")
+
+
+async def caught_up(consumer: Any, partitions: Sequence[Any] | None = None) -> bool:
+    """Whether ``consumer`` has read ``partitions`` (default: its assignment) to their ends.
+
+    The end is the high-water mark the consumer last saw, not ``end_offsets()``, which
+    Tansu gets wrong when producers batch (see ``../shared/TESTBED.md``). With no
+    assignment yet, nothing has been read: False.
+    """
+    if partitions is None:
+        partitions = list(consumer.assignment())
+        if not partitions:
+            return False
+    for tp in partitions:
+        highwater = consumer.highwater(tp)
+        if highwater is None or await consumer.position(tp) < highwater:
+            return False
+    return True
