@@ -47,6 +47,8 @@ _LABELS = Annotated[dict[str, Annotated[str, Field(max_length=1024)]], Field(max
 
 def _parse_ts(value: Any) -> float:
     """Accept epoch seconds or RFC 3339; reject anything without a timezone."""
+    if value.__class__ is float and 0.0 <= value < math.inf:
+        return value  # the common case, once per event: no further checks needed
     if isinstance(value, bool):
         raise ValueError("ts must be epoch seconds or an RFC 3339 string, not a boolean")
     if isinstance(value, (int, float)):

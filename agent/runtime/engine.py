@@ -13,67 +13,115 @@ they reach the engine (they go to the dead-letter topic, reason ``late``).
 from __future__ import annotations
 
 import heapq
+import operator
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Container, Iterator, Mapping
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 from agent.model import Finding, Score
 from agent.rules import Rule, RuleSet
-from agent.rules.fields import field_getter
+from agent.rules.fields import EVENT_TYPES, field_getter
 from detectors.base import Detector
 
 __all__ = ["RuleEngine", "SeriesState"]
 
 SeriesKey = tuple[str, tuple[str, ...]]
 _TIMING_SAMPLE_EVERY = 64
-_DISPATCH_CACHE_ENTRIES = 65_536
+_SHAPE_CACHE_ENTRIES = 65_536
+_NO_FINDINGS: tuple[Finding, ...] = ()
 
 
-class _Dispatch:
-    """Which rules an event matches, memoised on the fields the selectors read.
+class _Slot:
+    """One rule's series as seen by one event shape, resolved once for the hot loop.
 
-    Matchers read only their own field, so the matching rules are a function of the
-    tuple of those fields' values (service, model, ...), which has few distinct values:
-    one dict lookup per event replaces running every rule's regexes. Each hit is kept
-    as pre-bound ``(rule, observe, series)`` triples so the per-rule loop of the hot
-    path makes no attribute lookups.
+    ``state`` points straight at the series' state (None until its first observation,
+    or after the state was evicted, replaced or dropped: the engine unlinks every slot of
+    a state that leaves the table, so a slot never feeds an orphan).
+    """
+
+    __slots__ = ("rule", "observe", "key", "skey", "state")
+
+    def __init__(self, rule: Rule, observe: Callable[[Any], Any], key: tuple[str, ...], state: SeriesState | None) -> None:
+        self.rule = rule
+        self.observe = observe
+        self.key = key
+        self.skey: SeriesKey = (rule.id, key)
+        self.state = state
+
+
+class _Shapes:
+    """Which (rule, series) states an event feeds, memoised on the fields that decide it.
+
+    Matchers read only their own field and a series key only its ``by`` fields, so the
+    states an event updates are a function of the values of those fields (service,
+    model, ...), which have few distinct combinations: one dict lookup per event
+    replaces running every rule's matchers, building every series key and looking each
+    state up in the table. Each entry keeps pre-resolved slots (see ``_Slot``).
     """
 
     def __init__(self, rules: RuleSet) -> None:
-        self._sources: dict[str, tuple[tuple[Any, ...], tuple[Rule, ...], dict[tuple[Any, ...], tuple[_Bound, ...]]]] = {}
-        bound = {r.id: (r, _observer(r), r.series) for r in rules.rules}
-        self._bound = bound
+        self._sources: dict[str, tuple[Callable[[Any], Any], tuple[tuple[Rule, Callable[[Any], Any]], ...]]] = {}
+        self.cache: dict[tuple[str, Any], tuple[_Slot, ...]] = {}
         for source in {r.source for r in rules.rules}:
             source_rules = rules.for_source(source)
-            names = sorted({name for r in source_rules for name in r.match_fields})
-            self._sources[source] = (tuple(field_getter(n) for n in names), source_rules, {})
+            names = sorted({name for r in source_rules for name in (*r.match_fields, *r.by)})
+            self._sources[source] = (_shape_reader(names), tuple((r, _observer(r)) for r in source_rules))
 
-    def rules_for(self, source: str, event: Any) -> tuple[_Bound, ...]:
+    def shape(self, source: str, event: Any) -> tuple[str, Any] | None:
         entry = self._sources.get(source)
-        if entry is None:
-            return ()
-        getters, rules, cache = entry
-        key = tuple(get(event) for get in getters)
-        hit = cache.get(key)
-        if hit is None:
-            hit = tuple(self._bound[r.id] for r in rules if r.matches(event))
-            if len(cache) >= _DISPATCH_CACHE_ENTRIES:
-                cache.clear()
-            cache[key] = hit
-        return hit
+        return None if entry is None else (source, entry[0](event))
+
+    def resolve(self, source: str, event: Any, table: Mapping[SeriesKey, SeriesState]) -> tuple[_Slot, ...]:
+        """Build the slots of the event's shape (a cache miss)."""
+        _, rules = self._sources[source]
+        slots = []
+        for rule, observe in rules:
+            if rule.matches(event):
+                key = rule.series(event)
+                state = table.get((rule.id, key))
+                slot = _Slot(rule, observe, key, state)
+                if state is not None:
+                    state.slots.append(slot)
+                slots.append(slot)
+        return tuple(slots)
 
 
-_Bound = tuple[Rule, Callable[[Any], Any], Callable[[Any], tuple[str, ...]]]
+def _shape_reader(names: list[str]) -> Callable[[Any], Any]:
+    """One call that reads every deciding field: ``attrgetter`` in C when all are plain."""
+    if not names:
+        return lambda event: ()
+    if all("." not in n for n in names):
+        return operator.attrgetter(*names)
+    getters = tuple(field_getter(n) for n in names)
+    return lambda event: tuple(get(event) for get in getters)
 
 
 def _observer(rule: Rule) -> Callable[[Any], Any]:
-    """``rule.observe`` specialised once per rule: the common numeric case is one getter call."""
-    if rule._categorical or rule.equals is not None:  # noqa: SLF001 - the engine owns the hot path
+    """``rule.observe`` specialised once per rule, with the same results.
+
+    A required ``float`` field of the event model is always a float once validated, so
+    its reader is a bare ``attrgetter`` (no Python frame); an ``equals`` on a required
+    string field (``status``) is one comparison; the rest take ``rule.observe``'s checks.
+    """
+    if rule._categorical:  # noqa: SLF001 - the engine owns the hot path
         return rule.observe
     get = rule._field_getter  # noqa: SLF001
     assert get is not None
+    info = EVENT_TYPES[rule.source].model_fields.get(rule.field) if rule.source in EVENT_TYPES else None
+    required = info is not None and info.is_required()
+    if rule.equals is not None:
+        if not (required and _is_text(info.annotation)):  # type: ignore[union-attr]
+            return rule.observe
+        equals = rule.equals
+
+        def indicator(event: Any) -> float:
+            return 1.0 if get(event) == equals else 0.0
+
+        return indicator
+    if required and info.annotation is float:  # type: ignore[union-attr]
+        return operator.attrgetter(rule.field)
 
     def numeric(event: Any) -> float | None:
         raw = get(event)
@@ -86,6 +134,13 @@ def _observer(rule: Rule) -> Callable[[Any], Any]:
     return numeric
 
 
+def _is_text(annotation: Any) -> bool:
+    """A field that validates to ``str`` only, so ``==`` is ``rule.observe``'s ``str(raw) ==``."""
+    if annotation is str:
+        return True
+    return get_origin(annotation) is Literal and all(isinstance(a, str) for a in get_args(annotation))
+
+
 @dataclass(slots=True)
 class SeriesState:
     """What the engine remembers of one (rule, series): its detector and last verdict."""
@@ -96,6 +151,13 @@ class SeriesState:
     last_ts: float = float("-inf")
     last_score: Score | None = None
     where: Any = None  # the input partition of its latest event: fleet mode moves the state with it
+    slots: list[_Slot] = field(default_factory=list, repr=False)  # the engine's shortcuts to it
+
+    def unlink(self) -> None:
+        """Cut the engine's shortcuts: the state left the table (evicted, replaced, dropped)."""
+        for slot in self.slots:
+            slot.state = None
+        self.slots.clear()
 
 
 @dataclass
@@ -109,13 +171,14 @@ class RuleEngine:
     evicted: int = field(default=0, init=False)
     timings: list[tuple[str, float]] = field(default_factory=list, init=False)
     _updates: int = field(default=0, init=False)
+    _events: int = field(default=0, init=False)
     #: the input partition of the events being observed (set by the pipeline, fleet mode)
     where: Any = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         if self.max_series < 1:
             raise ValueError(f"max_series must be >= 1, got {self.max_series}")
-        self._dispatch = _Dispatch(self.rules)
+        self._shapes = _Shapes(self.rules)
 
     def __len__(self) -> int:
         return len(self._table)
@@ -133,51 +196,85 @@ class RuleEngine:
         new = rules.by_id()
         kept: OrderedDict[SeriesKey, SeriesState] = OrderedDict()
         for key, state in self._table.items():
+            state.slots.clear()  # the old shapes go with the old rules
             rule = new.get(key[0])
             if rule is not None and _same_learning(old[key[0]], rule):
                 state.rule = rule
                 kept[key] = state
         self._table = kept
         self.rules = rules
-        self._dispatch = _Dispatch(rules)
+        self._shapes = _Shapes(rules)
 
-    def observe(self, source: str, event: Any, ts: float) -> list[Finding]:
+    def observe(self, source: str, event: Any, ts: float) -> Sequence[Finding]:
         """Update every matching rule's series; return the findings worth a lifecycle step.
 
         A finding is returned when the verdict is active or when the series already has
         an alert (so that the alert can be resolved); quiet series produce nothing.
         """
-        findings: list[Finding] = []
-        table = self._table
+        shapes = self._shapes
+        shape = shapes.shape(source, event)
+        if shape is None:
+            return _NO_FINDINGS
+        slots = shapes.cache.get(shape)
+        if slots is None:
+            slots = self._resolve(source, event, shape)
+        findings: list[Finding] | None = None  # most events find nothing: no list for them
         protected = self.protected
         where = self.where
-        for rule, observe, series in self._dispatch.rules_for(source, event):
-            x = observe(event)
+        self._events += 1
+        timed = not self._events % _TIMING_SAMPLE_EVERY
+        updates = 0
+        for slot in slots:
+            x = slot.observe(event)
             if x is None:
                 continue
-            key = series(event)
-            skey = (rule.id, key)
-            state = table.get(skey)
+            state = slot.state
             if state is None:
-                state = SeriesState(rule, key, rule.new_detector(), ts, None, where)
-                table[skey] = state
-                if len(table) > self.max_series:
-                    self._evict()
+                state = self._attach(slot, ts)
             else:
                 state.where = where
                 if ts > state.last_ts:
                     state.last_ts = ts
-            self._updates += 1
-            if self._updates % _TIMING_SAMPLE_EVERY:
-                score = state.detector.update(x, state.last_ts)
-            else:
+            updates += 1
+            if timed:
                 t0 = time.perf_counter()
                 score = state.detector.update(x, state.last_ts)
-                self.timings.append((rule.detector_class.kind, time.perf_counter() - t0))
+                self.timings.append((slot.rule.detector_class.kind, time.perf_counter() - t0))
+            else:
+                score = state.detector.update(x, state.last_ts)
             state.last_score = score
-            if score.active or skey in protected:
-                findings.append(Finding(rule.id, key, state.last_ts, score))
-        return findings
+            if score.active or (protected and slot.skey in protected):
+                if findings is None:
+                    findings = []
+                findings.append(Finding(slot.rule.id, slot.key, state.last_ts, score))
+        self._updates += updates
+        return findings or _NO_FINDINGS
+
+    def _resolve(self, source: str, event: Any, shape: tuple[str, Any]) -> tuple[_Slot, ...]:
+        cache = self._shapes.cache
+        if len(cache) >= _SHAPE_CACHE_ENTRIES:
+            cache.clear()
+            for state in self._table.values():
+                state.slots.clear()
+        slots = cache[shape] = self._shapes.resolve(source, event, self._table)
+        return slots
+
+    def _attach(self, slot: _Slot, ts: float) -> SeriesState:
+        """The slot's state: one another shape already made, else a fresh one (lazily)."""
+        table = self._table
+        state = table.get(slot.skey)
+        if state is None:
+            state = SeriesState(slot.rule, slot.key, slot.rule.new_detector(), ts, None, self.where)
+            table[slot.skey] = state
+            if len(table) > self.max_series:
+                self._evict()
+        else:
+            state.where = self.where
+            if ts > state.last_ts:
+                state.last_ts = ts
+        slot.state = state
+        state.slots.append(slot)
+        return state
 
     def sweep(
         self, now: float | None, staleness_s: float, skip: Container[SeriesKey], clocks: Mapping[Any, float | None] | None = None
@@ -212,6 +309,10 @@ class RuleEngine:
 
     def adopt(self, skey: SeriesKey, state: SeriesState) -> None:
         """Take a restored series (it replaces any state of the same key)."""
+        old = self._table.get(skey)
+        if old is not None:
+            old.unlink()
+        state.slots.clear()
         self._table[skey] = state
         if len(self._table) > self.max_series:
             self._evict()
@@ -220,7 +321,7 @@ class RuleEngine:
         """Forget every series whose latest event came from partition ``where``."""
         gone = [skey for skey, state in self._table.items() if state.where == where]
         for skey in gone:
-            del self._table[skey]
+            self._table.pop(skey).unlink()
         return len(gone)
 
     def _evict(self) -> None:
@@ -234,8 +335,9 @@ class RuleEngine:
         idle = heapq.nsmallest(
             count, (item for item in self._table.items() if item[0] not in protected), key=lambda item: item[1].last_ts
         )
-        for skey, _ in idle:
+        for skey, state in idle:
             del self._table[skey]
+            state.unlink()
         self.evicted += len(idle)
         # when every series has an alert, the table may exceed its bound rather than lose one
 
