@@ -1,4 +1,5 @@
-"""LLM token spend: budget burn-rate projection and spikes against the series' own baseline."""
+"""LLM token spend: budget burn-rate projection, and spikes and sustained growth against the
+series' own baseline."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from agent.duration import format_duration
 from agent.errors import DetectorError
 from agent.model import Score
 
+from ._token_growth import SizeGrowthCusum
 from ._windows import BUCKETS, BucketWindow, durations, is_number, seconds
 from .base import Detector
 
@@ -21,12 +23,12 @@ _DAY_S = 86400.0
 
 
 class TokenSpend(Detector):
-    """Token or dollar spend of a series: budget burn projection and spikes over its baseline.
+    """Token or dollar spend of a series: budget burn, and spikes or growth over its baseline.
 
     The observation is a non-negative amount per LLM request: ``spend_usd`` (the
     event's ``cost_usd`` or its tokens priced) for the budget test, or a token count
-    (``total_tokens``, ``completion_tokens``) for spikes. Two tests, each switched on by
-    its parameters; the verdict is active when either is.
+    (``total_tokens``, ``completion_tokens``) for spikes and growth. Three tests, each
+    switched on by its parameters; the verdict is active when any is.
 
     *Budget burn* (``budget_usd`` set): the spend rate over each of ``burn_windows_s``
     is projected to the time at which it would spend a whole period's budget
@@ -56,10 +58,32 @@ class TokenSpend(Detector):
     permanent 10x stays active for about 40 minutes on a series some hours old (the
     budget test is the one that keeps watching sustained spend).
 
-    The verdict's ``value`` is the amount summed over the spike window (or, for the
-    budget test alone, over the first burn window). State is fixed per series: 31
-    buckets per window (2 s buckets for a 1 m spike window, 2 and 12 min for the 1 h and
-    6 h budget windows), under 2 KB serialised.
+    *Growth* (``growth_factor`` set): a slow rise of the typical request, such as a
+    doubling over 20 minutes, which the spike baseline learns as it happens. Page's
+    one-sided CUSUM adds up, request by request, the log-likelihood ratio of "log size
+    shifted by ``ln(growth_factor)``" against "no shift" over a baseline of log sizes
+    (half-life ``growth_half_life_s``). The ratio is divided by the series' learned
+    overdispersion (requests come in clusters), and each request counts as at most two
+    deviations above the baseline. The sum grows while requests run above
+    ``sqrt(growth_factor)`` x the baseline's typical (geometric mean) size, and the
+    test is active once it reaches ``growth_threshold``. While the sum builds, or the
+    last few minutes' requests run above the baseline, the baseline learns 16 times
+    slower, so a ramp is measured against the level it left. Once the test fires, the
+    baseline learns at full pace, so a lasting new level becomes normal (a permanent
+    doubling is active for 20 to 30 minutes). It watches the size of requests, not
+    their rate: traffic that grows is ordinary (the budget test watches what it
+    costs), whereas each request costing more is a fault at any traffic level. The
+    evidence says over which window the rise built (``window_s``, ``events``), the
+    typical and mean request over it against the baseline's, their ``ratio``, and the
+    ``cusum`` against its ``threshold``. The test lets go once the sum is back at 0, or
+    after 5 minutes without requests. Near ``sqrt(growth_factor)`` it fires in short
+    runs, so a rule gives it ``keep_firing_for`` rather than ``for``.
+
+    The verdict's ``value`` is the amount summed over the spike window (without spikes:
+    the mean request of a growth, or the last request; for the budget test alone, the
+    amount over the first burn window). State is fixed per series: 31 buckets per
+    window (2 s buckets for a 1 m spike window, 2 and 12 min for the 1 h and 6 h budget
+    windows) and 21 numbers for growth, under 2 KB serialised.
 
     Parameters
     ----------
@@ -89,6 +113,17 @@ class TokenSpend(Detector):
     min_events
         Requests needed in the spike window before it can be active, so one huge
         request on a quiet series does not page.
+    growth_factor
+        The rise of the typical request that the growth test is tuned for; ``None``
+        (the default) turns it off. Evidence builds while requests run above
+        ``sqrt(growth_factor)`` x the baseline: 2.5 (1.58x) catches a doubling over 20
+        minutes by about its end, and stays quiet on the natural wander of a tenant's
+        typical request (up to 1.5x for minutes on the Azure LLM trace).
+    growth_threshold
+        The CUSUM's decision level, in log-likelihood units (a log of odds). Higher
+        values mean fewer false alarms and later detection.
+    growth_half_life_s
+        Half-life in seconds of the growth test's baseline of log request sizes.
 
     Examples
     --------
@@ -112,12 +147,25 @@ class TokenSpend(Detector):
     >>> first, round((stream[first][0] - 43200) / 60), round(s.evidence["exhaustion_days"], 1)
     (5522, 200, 3.0)
 
+    A prompt whose answers grow from ~800 tokens to twice that over 20 minutes, from
+    t=1800s. The spike test (factor 3) never fires on it; the growth test fires ten
+    minutes into the ramp, on a run of requests 2.8x the baseline's typical one:
+
+    >>> det = TokenSpend(growth_factor=2.5)
+    >>> ramp = lambda ts: 1.0 + min(1.0, max(0.0, ts - 1800) / 1200)
+    >>> stream = [(i / 2, rng.lognormvariate(6.7, 0.6) * ramp(i / 2)) for i in range(8000)]
+    >>> first = next(i for i, (ts, x) in enumerate(stream) if det.update(x, ts).active)
+    >>> s = det.evaluate(stream[first][0])
+    >>> stream[first][0], s.evidence["test"], round(s.evidence["ratio"], 2)
+    (2426.5, 'growth', 2.76)
+
     References
     ----------
     Beyer, Murphy, Rensin, Kawahara, Thorne (eds.), *The Site Reliability Workbook*,
     O'Reilly 2018, chapter 5 "Alerting on SLOs" (burn rates over window pairs).
     Roberts, "Control chart tests based on geometric moving averages", Technometrics
     1 (1959): the exponentially weighted moving average chart.
+    Page, "Continuous inspection schemes", Biometrika 41 (1954): the CUSUM.
 
     """
 
@@ -136,11 +184,16 @@ class TokenSpend(Detector):
         baseline_half_life_s: float = 3600.0,
         min_baseline_s: float = 600.0,
         min_events: int = 3,
+        growth_factor: float | None = None,
+        growth_threshold: float = 9.0,
+        growth_half_life_s: float = 3600.0,
     ) -> None:
         if budget_usd is not None and (not is_number(budget_usd) or budget_usd <= 0):
             raise DetectorError(f"budget_usd must be a positive amount or null, got {budget_usd!r}")
-        if budget_usd is None and spike_window_s is None:
-            raise DetectorError("nothing to detect: set budget_usd (budget burn), spike_window_s (spikes) or both")
+        if budget_usd is None and spike_window_s is None and growth_factor is None:
+            raise DetectorError(
+                "nothing to detect: set budget_usd (budget burn), spike_window_s (spikes) or growth_factor (growth)"
+            )
         self.budget_usd = None if budget_usd is None else float(budget_usd)
         self.budget_period_s = seconds("budget_period_s", budget_period_s)
         self.alert_horizon_s = seconds("alert_horizon_s", alert_horizon_s)
@@ -159,6 +212,18 @@ class TokenSpend(Detector):
         if isinstance(min_events, bool) or not isinstance(min_events, int) or min_events < 1:
             raise DetectorError(f"min_events must be an integer >= 1, got {min_events!r}")
         self.min_events = min_events
+        if growth_factor is not None and (not is_number(growth_factor) or growth_factor <= 1.0):
+            raise DetectorError(f"growth_factor must be a number > 1 or null, got {growth_factor!r}")
+        self.growth_factor = None if growth_factor is None else float(growth_factor)
+        if not is_number(growth_threshold) or growth_threshold <= 0:
+            raise DetectorError(f"growth_threshold must be a positive number, got {growth_threshold!r}")
+        self.growth_threshold = float(growth_threshold)
+        self.growth_half_life_s = seconds("growth_half_life_s", growth_half_life_s)
+        self._growth = (
+            None
+            if self.growth_factor is None
+            else SizeGrowthCusum(self.growth_factor, self.growth_threshold, self.growth_half_life_s)
+        )
         self._burn = tuple(BucketWindow(w) for w in self.burn_windows_s) if self.budget_usd is not None else ()
         self._burn_names = tuple(format_duration(w) for w in self.burn_windows_s)
         self._min_burn_s = min(self.burn_windows_s)
@@ -181,6 +246,8 @@ class TokenSpend(Detector):
         ts = self._advance(ts)
         for ring in self._burn:
             ring.add(x)
+        if self._growth is not None:
+            self._growth.update(x, ts, ts - self._first_ts >= self.min_baseline_s)
         if self._spike is not None:
             self._spike.add(x)
             if self._x1 > 0.0 and ts - self._first_ts >= self.min_baseline_s:
@@ -238,19 +305,24 @@ class TokenSpend(Detector):
         spike_score, spike_evidence, value = 0.0, None, 0.0
         if self._spike is not None:
             spike_score, spike_evidence, value = self._spike_test(ts)
+        growth_score, growth_evidence = 0.0, None
+        if self._growth is not None:
+            growth_score, growth_evidence = self._growth.score(ts)
+            if self._spike is None:
+                value = growth_evidence["mean_size"] if growth_evidence else self._growth.last
         budget_score, budget_evidence = 0.0, None
         if self._burn:
             budget_score, budget_evidence, burn_value = self._budget_test(ts)
-            if self._spike is None:
+            if self._spike is None and self._growth is None:
                 value = burn_value
-        if spike_evidence is None and budget_evidence is None:
-            return Score(max(spike_score, budget_score), False, value, _QUIET)
+        tests = (("budget", budget_evidence), ("growth", growth_evidence), ("spike", spike_evidence))
+        if not any(e for _, e in tests):
+            return Score(max(spike_score, growth_score, budget_score), False, value, _QUIET)
         evidence: dict[str, Any] = {}
-        if budget_evidence is not None:
-            evidence.update(budget_evidence)
-        if spike_evidence is not None:
-            evidence.update(spike_evidence)
-        evidence["test"] = "+".join(t for t, e in (("budget", budget_evidence), ("spike", spike_evidence)) if e)
+        for name, found in tests:
+            if found:
+                evidence.update(_beside(found, spike_evidence) if name == "growth" else found)
+        evidence["test"] = "+".join(name for name, found in tests if found)
         return Score(1.0, True, value, evidence)
 
     def _spike_test(self, ts: float) -> tuple[float, dict[str, Any] | None, float]:
@@ -332,7 +404,7 @@ class TokenSpend(Detector):
     # --- contract tests and checkpoints ---------------------------------------------
     @classmethod
     def _unit_test_params(cls) -> dict[str, Any]:
-        return {"min_baseline_s": 120.0}
+        return {"min_baseline_s": 120.0, "growth_factor": 2.5}  # spike and growth both on
 
     def _dump(self) -> Any:
         return {
@@ -341,6 +413,7 @@ class TokenSpend(Detector):
             "burn": [ring.dump() for ring in self._burn],
             "spike": None if self._spike is None else self._spike.dump(),
             "baseline": [self._weight, self._mean, self._var, self._x0, self._x1, self._x2],
+            "growth": None if self._growth is None else self._growth.dump(),
         }
 
     def _load(self, state: Any) -> None:
@@ -351,3 +424,12 @@ class TokenSpend(Detector):
         if self._spike is not None:
             self._spike.load(state["spike"])
         self._weight, self._mean, self._var, self._x0, self._x1, self._x2 = (float(v) for v in state["baseline"])
+        if self._growth is not None:
+            self._growth.load(state["growth"])
+
+
+def _beside(growth: dict[str, Any], spike: dict[str, Any] | None) -> dict[str, Any]:
+    """Growth evidence beside the spike's: the keys both have get a ``growth_`` prefix."""
+    if not spike:
+        return growth
+    return {("growth_" + k if k in spike else k): v for k, v in growth.items()}

@@ -12,6 +12,12 @@ from agent.errors import DetectorError
 from detectors.token_spend import TokenSpend
 
 BUDGET_ONLY = {"budget_usd": 3000.0, "spike_window_s": None}
+GROWTH_ONLY = {"growth_factor": 2.5, "spike_window_s": None}
+
+
+def doubling(t0: float = 1800.0, ramp_s: float = 1200.0):
+    """x1 until ``t0``, then a linear ramp to x2 over ``ramp_s``, then x2."""
+    return lambda ts: 1.0 + min(1.0, max(0.0, ts - t0) / ramp_s)
 
 
 def tokens(rps: float, seconds: float, scale=lambda ts: 1.0, seed: int = 7, mu: float = 6.7) -> list[tuple[float, float]]:
@@ -100,6 +106,92 @@ def test_evaluate_expires_the_spike_window():
     assert not det.evaluate(stream[-1][0] + 61.0).active
 
 
+# --- growth --------------------------------------------------------------------------
+
+
+def test_slow_doubling_fires_during_the_ramp_where_the_spike_test_never_does():
+    stream = tokens(2, 3 * 3600, doubling())
+    assert first_active(TokenSpend(), stream) is None  # the spike baseline climbs with the ramp
+    det = TokenSpend(growth_factor=2.5)
+    index = first_active(det, stream)
+    assert index == 4760 and stream[index][0] == 2380.0  # 9m40s into the 20 minute ramp
+    ev = det.evaluate(stream[index][0]).evidence
+    assert ev["test"] == "growth"
+    assert ev["cusum"] >= ev["threshold"] == 9.0 and ev["growth_factor"] == 2.5
+    assert ev["baseline_size"] == pytest.approx(812, rel=0.05)  # e**6.7: the level before the ramp
+    assert ev["ratio"] == pytest.approx(ev["typical_size"] / ev["baseline_size"]) and ev["ratio"] > 1.58
+    assert ev["window_s"] >= 0.0 and ev["events"] >= 1 and ev["mean_size"] > ev["baseline_size"]
+
+
+def test_slow_doubling_of_completion_tokens_fires():
+    # ~100 completion tokens a request at one request a second, doubling over 20 minutes
+    stream = tokens(1, 2 * 3600, doubling(), seed=3, mu=4.6)
+    index = first_active(TokenSpend(**GROWTH_ONLY), stream)
+    assert index == 2713  # 15m13s into the ramp
+
+
+@pytest.mark.parametrize(
+    ("rps", "hours", "sd", "seed"), [(2, 6, 0.6, 11), (2, 6, 1.3, 12), (0.2, 24, 0.6, 13), (0.2, 24, 1.3, 14)]
+)
+def test_growth_stays_quiet_on_clean_streams_from_the_same_generator(rps, hours, sd, seed):
+    rng = random.Random(seed)
+    stream = [(i / rps, rng.lognormvariate(6.7, sd)) for i in range(int(hours * 3600 * rps))]
+    assert first_active(TokenSpend(**GROWTH_ONLY), stream) is None
+
+
+def test_growth_watches_request_size_not_traffic():
+    # twice as many requests of the same size: the spend grows, each request does not
+    rng = random.Random(5)
+    stream = [(i / 2, rng.lognormvariate(6.7, 0.6)) for i in range(3600)]
+    stream += [(1800 + i / 4, rng.lognormvariate(6.7, 0.6)) for i in range(4 * 3600)]
+    assert first_active(TokenSpend(**GROWTH_ONLY), stream) is None
+
+
+def test_a_lasting_doubling_fires_at_once_and_is_learned_within_the_hour():
+    stream = tokens(2, 3 * 3600, lambda ts: 2.0 if ts >= 1800 else 1.0)
+    scores = verdicts(TokenSpend(**GROWTH_ONLY), stream)
+    on = [stream[i][0] for i, s in enumerate(scores) if s.active]
+    assert on[0] == 1807.0
+    assert on[-1] < 1800.0 + 3600.0  # then the new level is the baseline
+    assert scores[-1].value == pytest.approx(stream[-1][1])  # quiet: the last request
+
+
+def test_growth_value_is_the_mean_request_of_the_rise():
+    stream = tokens(2, 3 * 3600, doubling())
+    det = TokenSpend(**GROWTH_ONLY)
+    score = verdicts(det, stream[:4761])[-1]
+    assert score.active and score.value == pytest.approx(score.evidence["mean_size"])
+
+
+def test_growth_resolves_when_the_series_falls_silent():
+    stream = tokens(2, 2700, lambda ts: 2.0 if ts >= 1800 else 1.0)
+    det = TokenSpend(**GROWTH_ONLY)
+    assert verdicts(det, stream)[-1].active
+    assert det.evaluate(stream[-1][0] + 299.0).active
+    assert not det.evaluate(stream[-1][0] + 301.0).active
+
+
+def test_growth_and_spike_at_once_keep_both_evidences_apart():
+    stream = tokens(2, 2000, lambda ts: 5.0 if ts >= 1800 else 1.0)
+    det = TokenSpend(growth_factor=2.5)
+    score = verdicts(det, stream)[-1]
+    assert score.active and score.evidence["test"] == "growth+spike"
+    ev = score.evidence
+    assert ev["window_s"] == 60.0 and ev["growth_window_s"] < 200.0  # the spike's window, and the rise's
+    assert {"ratio", "growth_ratio", "baseline_size", "growth_baseline_size", "cusum", "typical_size"} <= set(ev)
+    assert score.value == pytest.approx(ev["window_sum"])  # the spike's value wins
+
+
+def test_zero_negative_and_nan_amounts_teach_the_growth_test_nothing():
+    stream = tokens(2, 3600, doubling(1200.0), seed=6)
+    junk = [0.0, -1.0, math.nan]
+    mixed = [p for i, (ts, x) in enumerate(stream) for p in ([(ts, x)] + ([(ts, junk[i % 3])] if i % 2 else []))]
+    with_junk, without = TokenSpend(**GROWTH_ONLY), TokenSpend(**GROWTH_ONLY)
+    verdicts(with_junk, mixed)
+    verdicts(without, stream)
+    assert json.loads(with_junk.state())["state"]["growth"] == json.loads(without.state())["state"]["growth"]
+
+
 # --- budget --------------------------------------------------------------------------
 
 
@@ -164,7 +256,9 @@ def test_negative_and_nan_amounts_count_as_nothing():
 # --- state and parameters ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("params", [{}, {"budget_usd": 50.0}])
+@pytest.mark.parametrize(
+    "params", [{}, {"budget_usd": 50.0}, {"growth_factor": 2.5}, {"growth_factor": 2.5, "spike_window_s": None}]
+)
 def test_state_round_trip_mid_stream_gives_identical_verdicts(params):
     stream = tokens(2, 2200, lambda ts: 5.0 if ts >= 1800 else 1.0, seed=9)
     stream = [(ts, x / 1000) for ts, x in stream]
@@ -177,13 +271,28 @@ def test_state_round_trip_mid_stream_gives_identical_verdicts(params):
 
 
 def test_state_is_bounded_whatever_the_traffic():
-    det = TokenSpend(budget_usd=100.0)
-    for ts, x in tokens(5, 7 * 3600, seed=1):
+    det = TokenSpend(budget_usd=100.0, growth_factor=2.5)
+    for ts, x in tokens(5, 7 * 3600, doubling(3 * 3600), seed=1):
         det.update(x / 1000, ts)
     blob = det.state()
     assert len(blob) < 8192
     state = json.loads(blob)["state"]
     assert [len(r[1]) for r in state["burn"]] == [31, 31] and len(state["spike"][1]) == 31
+    assert len(state["growth"]) == 21
+
+
+def test_growth_round_trip_mid_ramp_gives_identical_verdicts():
+    stream = tokens(2, 3 * 3600, doubling())
+    whole = verdicts(TokenSpend(**GROWTH_ONLY), stream)
+    for cut in (3000, 4700, 6000):  # before, in and after the rise's evidence
+        head = TokenSpend(**GROWTH_ONLY)
+        first = verdicts(head, stream[:cut])
+        assert first + verdicts(TokenSpend.restore(head.state()), stream[cut:]) == whole
+
+
+def test_growth_alone_is_enough_to_detect_and_is_off_by_default():
+    assert TokenSpend(growth_factor=2, spike_window_s=None, growth_half_life_s="2h").growth_half_life_s == 7200.0
+    assert TokenSpend().growth_factor is None and TokenSpend()._growth is None
 
 
 def test_durations_accept_strings_and_lists():
@@ -213,6 +322,14 @@ def test_durations_accept_strings_and_lists():
         ({"baseline_half_life_s": 0}, "baseline_half_life_s"),
         ({"min_baseline_s": -1}, "min_baseline_s"),
         ({"min_events": 0}, "min_events"),
+        ({"growth_factor": 1.0}, "growth_factor must be a number > 1"),
+        ({"growth_factor": "double"}, "growth_factor must be a number > 1"),
+        ({"growth_factor": True}, "growth_factor must be a number > 1"),
+        ({"growth_factor": math.inf}, "growth_factor must be a number > 1"),
+        ({"growth_factor": 2.5, "growth_threshold": 0}, "growth_threshold must be a positive number"),
+        ({"growth_factor": 2.5, "growth_threshold": math.nan}, "growth_threshold must be a positive number"),
+        ({"growth_factor": 2.5, "growth_half_life_s": 0}, "growth_half_life_s must be longer than 0s"),
+        ({"growth_factor": 2.5, "growth_half_life_s": "a while"}, "is not a duration"),
     ],
 )
 def test_bad_parameters_raise_detector_error(params, fragment):
