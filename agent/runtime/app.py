@@ -31,6 +31,7 @@ from agent.rules.pricing import PriceTable
 from .http import HttpServer
 from .checkpoint_store import CheckpointStore
 from .fleet import FleetMember
+from .heap import freeze_startup_heap
 from .ingest import BatchProcessor, PositionLog, publish_alerts, publish_outcome
 from .notifier import AlertSink, decode_alerts
 from .reports import DriftReports
@@ -373,7 +374,9 @@ class AgentApp:
         _log.info("agent stopped")
 
     async def run_until(self, stop: asyncio.Event) -> None:
+        """Run as the process's one agent (``watchkeeper run``) until ``stop`` is set."""
         await self.start()
+        freeze_startup_heap()
         try:
             await stop.wait()
         finally:
