@@ -67,7 +67,7 @@ class _Shapes:
         for source in {r.source for r in rules.rules}:
             source_rules = rules.for_source(source)
             names = sorted({name for r in source_rules for name in (*r.match_fields, *r.by)})
-            self._sources[source] = (_shape_reader(names), tuple((r, _observer(r)) for r in source_rules))
+            self._sources[source] = (_shape_reader(source, names), tuple((r, _observer(r)) for r in source_rules))
 
     def shape(self, source: str, event: Any) -> tuple[str, Any] | None:
         entry = self._sources.get(source)
@@ -88,11 +88,13 @@ class _Shapes:
         return tuple(slots)
 
 
-def _shape_reader(names: list[str]) -> Callable[[Any], Any]:
-    """One call that reads every deciding field: ``attrgetter`` in C when all are plain."""
+def _shape_reader(source: str, names: list[str]) -> Callable[[Any], Any]:
+    """One call that reads every deciding field: ``attrgetter`` in C when all are plain
+    attributes of the event model (fields or properties), else each field's own reader."""
     if not names:
         return lambda event: ()
-    if all("." not in n for n in names):
+    model = EVENT_TYPES.get(source)
+    if model is not None and all(n in model.model_fields or isinstance(getattr(model, n, None), property) for n in names):
         return operator.attrgetter(*names)
     getters = tuple(field_getter(n) for n in names)
     return lambda event: tuple(get(event) for get in getters)

@@ -146,3 +146,23 @@ groups:
     state = engine.series(("g/A", ("a",)))
     assert len(engine) == 4 and state is not None and len(state.slots) == 3
     assert state.detector._ts[-1] == 2.0 and len(state.detector._ts) == 3  # noqa: SLF001
+
+
+@pytest.mark.parametrize("match", ["{}", '{labels.team="a"}'])
+def test_rules_keyed_by_a_derived_or_map_field_read_it_as_their_own_reader_does(match: str):
+    rules = rules_from(
+        f"""
+groups:
+  - name: g
+    rules:
+      - {{alert: Spend, source: llm, by: [tenant, spend_usd], match: '{match}',
+         detector: {{kind: threshold, field: total_tokens, op: '>', threshold: 5}}}}
+"""
+    )
+    engine = RuleEngine(rules)
+    event = EVENT_ADAPTER.validate_python(
+        {"type": "llm", "ts": 1, "service": "s", "model": "m", "prompt_version": "p", "tenant": "t", "prompt_tokens": 3,
+         "completion_tokens": 4, "latency_ms": 1, "status": "ok", "cost_usd": 0.5, "labels": {"team": "a"}}
+    )
+    found = engine.observe("llm", event, 1.0)
+    assert [f.series for f in found] == [rules.rules[0].series(event)] == [("t", "0.5")]
