@@ -16,7 +16,7 @@ def test_startup_objects_are_frozen_and_later_garbage_is_still_collected():
     kept = _Cycle()
     try:
         frozen = freeze_startup_heap()
-        assert frozen == gc.get_freeze_count() > 0
+        assert frozen > 0 and gc.get_freeze_count() > 0  # frozen objects may still die by refcount
         assert not any(o is kept for o in gc.get_objects())  # out of every generation
         later = _Cycle()
         marker = id(later)
