@@ -144,57 +144,32 @@ class BatchProcessor:
     def process(self, records: Iterable[RecordLike]) -> BatchOutcome:
         out = BatchOutcome()
         pipeline = self.pipeline()
-        process = pipeline.process
-        validate = EVENT_ADAPTER.validate_json
-        max_bytes = self.max_event_bytes
         horizon = self.clock() + self.max_future_s
         counts: dict[tuple[str, str], int] = {}
         accept = self.accept
-        transitions = out.transitions
-        positions = out.positions if self.record_positions else None
-        # a fetch hands over records partition by partition: what depends only on the
-        # partition (where, source, its processed count) is worked out once per run of it
-        run: tuple[str, int] | None = None
-        where: tuple[str, int] = ("", -1)
-        source = ""
-        processed = 0
+        partitions = out.partitions
         for rec in records:
             if accept is not None and not accept(rec.topic, rec.partition, rec.offset):
                 out.skipped += 1
                 continue
-            if run is None or rec.partition != run[1] or rec.topic != run[0]:
-                if processed:
-                    counts[(source, "processed")] = counts.get((source, "processed"), 0) + processed
-                    processed = 0
-                run = where = (rec.topic, rec.partition)
-                out.partitions.add(where)
-                source = self.topic_sources.get(rec.topic, rec.topic)
-            value = rec.value
+            where = (rec.topic, rec.partition)
+            partitions.add(where)
+            source = self.topic_sources.get(rec.topic, rec.topic)
             try:
-                if value and len(value) <= max_bytes:
-                    try:
-                        event = validate(value)
-                    except ValidationError as exc:
-                        raise EventError(_explain(exc, value)) from None
-                else:
-                    event = parse_event(value, max_bytes)  # raises, saying why
+                event = parse_event(rec.value, self.max_event_bytes)
                 if event.ts > horizon:
                     raise EventError(f"future: ts is {event.ts - horizon + self.max_future_s:.0f}s ahead of this agent's clock (max_future_s={self.max_future_s:g})")
-                alerts = process(event, where)
-                if alerts:
-                    transitions.extend(alerts)
-                processed += 1
+                out.transitions.extend(pipeline.process(event, where))
+                outcome = "processed"
+                out.processed += 1
             except EventError as exc:
                 out.dead_letters.append(
                     DeadLetter(rec.topic, rec.partition, rec.offset, rec.key, rec.value, rec.timestamp, exc.reason, _kind(exc.reason))
                 )
                 outcome = "late" if exc.reason.startswith("late") else "dead_letter"
-                counts[(source, outcome)] = counts.get((source, outcome), 0) + 1
-            if positions is not None:
-                positions.append((rec.topic, rec.partition, rec.offset))
-        if processed:
-            counts[(source, "processed")] = counts.get((source, "processed"), 0) + processed
-        out.processed = sum(n for (_, outcome), n in counts.items() if outcome == "processed")
+            counts[(source, outcome)] = counts.get((source, outcome), 0) + 1
+            if self.record_positions:
+                out.positions.append((rec.topic, rec.partition, rec.offset))
         out.transitions.extend(pipeline.tick())
         for (source, outcome), n in counts.items():
             self.metrics.events.labels(source, outcome).inc(n)
