@@ -62,20 +62,23 @@ class _Shapes:
     """
 
     def __init__(self, rules: RuleSet) -> None:
-        self._sources: dict[str, tuple[Callable[[Any], Any], tuple[tuple[Rule, Callable[[Any], Any]], ...]]] = {}
-        self.cache: dict[tuple[str, Any], tuple[_Slot, ...]] = {}
+        #: per source: the reader of its deciding fields, its rules, and shape -> slots
+        self.sources: dict[str, tuple[Callable[[Any], Any], tuple[tuple[Rule, Callable[[Any], Any]], ...], dict[Any, tuple[_Slot, ...]]]] = {}
         for source in {r.source for r in rules.rules}:
             source_rules = rules.for_source(source)
             names = sorted({name for r in source_rules for name in (*r.match_fields, *r.by)})
-            self._sources[source] = (_shape_reader(source, names), tuple((r, _observer(r)) for r in source_rules))
+            self.sources[source] = (_shape_reader(source, names), tuple((r, _observer(r)) for r in source_rules), {})
 
-    def shape(self, source: str, event: Any) -> tuple[str, Any] | None:
-        entry = self._sources.get(source)
-        return None if entry is None else (source, entry[0](event))
+    def entries(self) -> int:
+        return sum(len(cache) for _, _, cache in self.sources.values())
+
+    def clear(self) -> None:
+        for _, _, cache in self.sources.values():
+            cache.clear()
 
     def resolve(self, source: str, event: Any, table: Mapping[SeriesKey, SeriesState]) -> tuple[_Slot, ...]:
         """Build the slots of the event's shape (a cache miss)."""
-        _, rules = self._sources[source]
+        _, rules, _ = self.sources[source]
         slots = []
         for rule, observe in rules:
             if rule.matches(event):
@@ -213,13 +216,14 @@ class RuleEngine:
         A finding is returned when the verdict is active or when the series already has
         an alert (so that the alert can be resolved); quiet series produce nothing.
         """
-        shapes = self._shapes
-        shape = shapes.shape(source, event)
-        if shape is None:
+        entry = self._shapes.sources.get(source)
+        if entry is None:
             return _NO_FINDINGS
-        slots = shapes.cache.get(shape)
+        read, _, cache = entry
+        shape = read(event)
+        slots = cache.get(shape)
         if slots is None:
-            slots = self._resolve(source, event, shape)
+            slots = cache[shape] = self._resolve(source, event)
         findings: list[Finding] | None = None  # most events find nothing: no list for them
         protected = self.protected
         where = self.where
@@ -233,10 +237,9 @@ class RuleEngine:
             state = slot.state
             if state is None:
                 state = self._attach(slot, ts)
-            else:
-                state.where = where
-                if ts > state.last_ts:
-                    state.last_ts = ts
+            state.where = where
+            if ts > state.last_ts:
+                state.last_ts = ts
             updates += 1
             if timed:
                 t0 = time.perf_counter()
@@ -252,28 +255,21 @@ class RuleEngine:
         self._updates += updates
         return findings or _NO_FINDINGS
 
-    def _resolve(self, source: str, event: Any, shape: tuple[str, Any]) -> tuple[_Slot, ...]:
-        cache = self._shapes.cache
-        if len(cache) >= _SHAPE_CACHE_ENTRIES:
-            cache.clear()
+    def _resolve(self, source: str, event: Any) -> tuple[_Slot, ...]:
+        if self._shapes.entries() >= _SHAPE_CACHE_ENTRIES:
+            self._shapes.clear()
             for state in self._table.values():
                 state.slots.clear()
-        slots = cache[shape] = self._shapes.resolve(source, event, self._table)
-        return slots
+        return self._shapes.resolve(source, event, self._table)
 
     def _attach(self, slot: _Slot, ts: float) -> SeriesState:
-        """The slot's state: one another shape already made, else a fresh one (lazily)."""
-        table = self._table
-        state = table.get(slot.skey)
+        """Link the slot to its state: one another shape already made, else a fresh one."""
+        state = self._table.get(slot.skey)
         if state is None:
             state = SeriesState(slot.rule, slot.key, slot.rule.new_detector(), ts, None, self.where)
-            table[slot.skey] = state
-            if len(table) > self.max_series:
+            self._table[slot.skey] = state
+            if len(self._table) > self.max_series:
                 self._evict()
-        else:
-            state.where = self.where
-            if ts > state.last_ts:
-                state.last_ts = ts
         slot.state = state
         state.slots.append(slot)
         return state

@@ -89,9 +89,9 @@ def test_an_evicted_series_comes_back_as_a_fresh_state_in_the_table():
     state = engine.series(("g/A", ("a",)))
     assert state is not None and state.last_ts == 5.0
     # every state the shapes point at is the one in the table: no orphan is fed
-    for slots in engine._shapes.cache.values():  # noqa: SLF001 - the invariant under test
-        for slot in slots:
-            assert slot.state is None or engine.series(slot.skey) is slot.state
+    shapes = engine._shapes.sources.values()  # noqa: SLF001 - the invariant under test
+    linked = [slot for _, _, cache in shapes for slots in cache.values() for slot in slots]
+    assert linked and all(slot.state is None or engine.series(slot.skey) is slot.state for slot in linked)
 
 
 def test_an_adopted_state_replaces_the_one_the_shapes_point_at():
@@ -128,7 +128,10 @@ def test_a_full_shape_cache_starts_over_with_the_same_results(monkeypatch: pytes
     for i in range(200):
         event = inference(float(i), 900.0 + 20 * (i % 7), service=f"s{i % 9}", model=f"m{i % 4}")
         assert [a.fingerprint for a in small.process(event)] == [a.fingerprint for a in plain.process(event)]
-    assert len(small.engine._shapes.cache) <= 3  # noqa: SLF001
+    assert small.engine._shapes.entries() <= 3  # noqa: SLF001
+    # a state links only slots of cached shapes: what the cache let go is not kept alive
+    cached = {id(slot) for _, _, cache in small.engine._shapes.sources.values() for slots in cache.values() for slot in slots}  # noqa: SLF001
+    assert all(id(slot) in cached for _, state in small.engine.items() for slot in state.slots)
     assert {k for k, _ in small.engine.items()} == {k for k, _ in plain.engine.items()} and len(small.engine) == 20
 
 
