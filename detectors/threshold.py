@@ -116,8 +116,7 @@ class Threshold(Detector):
         # memory per sample and no tuple to build or unpack on the hot path
         self._ts: deque[float] = deque()
         self._xs: deque[float] = deque()
-        self._sorted: list[float] = []
-        self._sorted_or_none: list[float] | None = self._sorted if self._keep_sorted else None
+        self._sorted: list[float] | None = [] if self._keep_sorted else None  # for quantiles, max, min
         self._sum = 0.0
         self._last = math.nan
         self._evidence = MappingProxyType({"threshold": self.threshold, "agg": agg, "window_s": self.window_s})
@@ -129,7 +128,7 @@ class Threshold(Detector):
         window_s = self.window_s
         if window_s == 0.0:
             return self._compare_last()
-        stamps, xs, ordered = self._ts, self._xs, self._sorted_or_none
+        stamps, xs, ordered = self._ts, self._xs, self._sorted
         stamps.append(ts)
         xs.append(x)
         total = self._sum + x
@@ -191,7 +190,7 @@ class Threshold(Detector):
         self._ts.popleft()
         x = self._xs.popleft()
         self._sum -= x
-        if self._sorted:
+        if self._sorted is not None:
             del self._sorted[bisect.bisect_left(self._sorted, x)]
         if not self._ts:
             self._sum = 0.0  # no float residue on an empty window
@@ -203,7 +202,7 @@ class Threshold(Detector):
         if agg == "mean":
             return self._sum / n
         if self._q is not None:
-            return self._sorted[max(0, math.ceil(self._q * n) - 1)]
+            return self._sorted[max(0, math.ceil(self._q * n) - 1)]  # type: ignore[index]
         if agg == "count":
             return float(n)
         if agg == "sum":
@@ -211,9 +210,9 @@ class Threshold(Detector):
         if agg == "rate":
             return self._sum / self.window_s
         if agg == "max":
-            return self._sorted[-1]
+            return self._sorted[-1]  # type: ignore[index]
         if agg == "min":
-            return self._sorted[0]
+            return self._sorted[0]  # type: ignore[index]
         return self._last
 
     # --- checkpoints ------------------------------------------------------------------
@@ -224,6 +223,5 @@ class Threshold(Detector):
         self._ts = deque(float(t) for t, _ in state["samples"])
         self._xs = deque(float(x) for _, x in state["samples"])
         self._sum = math.fsum(self._xs)
-        self._sorted = sorted(self._xs) if self._keep_sorted else []
-        self._sorted_or_none = self._sorted if self._keep_sorted else None
+        self._sorted = sorted(self._xs) if self._keep_sorted else None
         self._last = math.nan if state["last"] is None else float(state["last"])
