@@ -30,6 +30,7 @@ or leaves the table, never for an event of an existing series.
 from __future__ import annotations
 
 import heapq
+import operator
 from collections import Counter
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from typing import Any
 __all__ = ["SeriesAdmission"]
 
 SeriesKey = tuple[str, tuple[str, ...]]
+_LAST_TS = operator.attrgetter("last_ts")  # the idlest series first
 
 
 @dataclass
@@ -83,52 +85,52 @@ class SeriesAdmission:
     def full(self, source: str) -> bool:
         return self.count[source] >= self.budget.get(source, 1)
 
-    def victims(self, source: str, now: float, table: Mapping[SeriesKey, Any], keep: Container[SeriesKey]) -> list[SeriesKey]:
+    def victims(
+        self, source: str, now: float, table: Mapping[SeriesKey, Any], protected: Container[SeriesKey], busy: Container[SeriesKey]
+    ) -> list[SeriesKey]:
         """Series of ``source`` whose places a new series may take; [] means refuse.
 
-        ``keep``: keys never to evict (alerts, verdicts in flight). Returns a batch (up
-        to 1 % of the budget, at most half of the candidates), so one search pays for
-        the next new series too.
+        ``protected`` (the alerts) and ``busy`` (verdicts in flight, series being
+        restored) are never evicted. Returns a batch (up to 1 % of the budget, at most
+        half of the candidates), so one search pays for the next new series too.
         """
         if self._skip[source] > 0:
             self._skip[source] -= 1
             return []
         budget = self.budget.get(source, 1)
-        candidates = self._unproven(source, keep)
+        candidates = self._unproven(source, protected, busy)
         if not candidates and now >= self._next_stale.get(source, float("-inf")):
-            candidates = self._stale(source, now, table, keep)
+            candidates = self._stale(source, now, table, protected, busy)
         if not candidates:
             self._skip[source] = max(1, budget // 100) - 1
             return []
         count = max(1, min(budget // 100, len(candidates) // 2))
-        return [skey for skey, _ in heapq.nsmallest(count, candidates, key=_idleness)]
+        return [(state.rule.id, state.key) for state in heapq.nsmallest(count, candidates, key=_LAST_TS)]
 
     def refuse(self, source: str, skey: SeriesKey) -> None:
         self.refused[source] += 1
         self.refused_sample[source] = skey
 
-    def _unproven(self, source: str, keep: Container[SeriesKey]) -> list[tuple[SeriesKey, Any]]:
-        young = self._young.get(source, {})
-        out = []
-        for skey, state in list(young.items()):
-            if self.proven(state):
-                del young[skey]  # grown up: from now on only its silence can make room
-            elif skey not in keep:
-                out.append((skey, state))
-        return out
+    # Both searches collect states (no tuple per series: allocations would wake the garbage
+    # collector many times over a large table) and test keys with C-level containers.
+    def _unproven(self, source: str, protected: Container[SeriesKey], busy: Container[SeriesKey]) -> list[Any]:
+        young = self._young.get(source)
+        if not young:
+            return []
+        proven_s = self.proven_s
+        grown = [skey for skey, state in young.items() if state.last_ts - state.born >= proven_s]
+        for skey in grown:
+            del young[skey]  # grown up: from now on only its silence can make room
+        return [state for skey, state in young.items() if skey not in protected and skey not in busy]
 
-    def _stale(self, source: str, now: float, table: Mapping[SeriesKey, Any], keep: Container[SeriesKey]) -> list[tuple[SeriesKey, Any]]:
+    def _stale(
+        self, source: str, now: float, table: Mapping[SeriesKey, Any], protected: Container[SeriesKey], busy: Container[SeriesKey]
+    ) -> list[Any]:
         """Proven series silent for ``retain_s``: a full scan, done again only when one may be due."""
         limit = now - self.retain_s
-        out = []
-        oldest = float("inf")
-        for skey, state in table.items():
-            if state.rule.source != source or skey in keep:
-                continue
-            if state.last_ts <= limit:
-                out.append((skey, state))
-            elif state.last_ts < oldest:
-                oldest = state.last_ts
+        mine = [st for skey, st in table.items() if st.rule.source == source and skey not in protected and skey not in busy]
+        out = [st for st in mine if st.last_ts <= limit]
+        oldest = min((st.last_ts for st in mine), default=float("inf"))
         self._next_stale[source] = float("-inf") if out else oldest + self.retain_s
         return out
 
@@ -150,7 +152,3 @@ def budgets(max_series: int, sources: list[str], shares: Mapping[str, float] | N
     for s in rest:
         out[s] = max(1, int(max_series * left / len(rest)))
     return out
-
-
-def _idleness(item: tuple[SeriesKey, Any]) -> float:
-    return item[1].last_ts

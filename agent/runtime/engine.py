@@ -35,6 +35,7 @@ SeriesKey = tuple[str, tuple[str, ...]]
 _TIMING_SAMPLE_EVERY = 64
 _SHAPE_CACHE_ENTRIES = 65_536
 _NO_FINDINGS: tuple[Finding, ...] = ()
+_NOTHING: frozenset[SeriesKey] = frozenset()
 
 
 class _Slot:
@@ -305,8 +306,8 @@ class RuleEngine:
             source = slot.rule.source
             admission = self.admission
             if admission.full(source) and skey not in self.protected:
-                busy = _Busy(self.protected, findings)
-                gone = admission.victims(source, ts, self._table, busy)
+                busy = {(f.rule_id, f.series) for f in findings} if findings else _NOTHING
+                gone = admission.victims(source, ts, self._table, self.protected, busy)
                 if not gone:
                     admission.refuse(source, skey)
                     return None
@@ -365,7 +366,7 @@ class RuleEngine:
     def items(self) -> Iterator[tuple[SeriesKey, SeriesState]]:
         return iter(list(self._table.items()))
 
-    def adopt(self, skey: SeriesKey, state: SeriesState, keep: Container[SeriesKey] = frozenset()) -> None:
+    def adopt(self, skey: SeriesKey, state: SeriesState, keep: Container[SeriesKey] = _NOTHING) -> None:
         """Take a restored series (it replaces any state of the same key).
 
         A restored series is never refused: over its source's budget it takes the place
@@ -379,7 +380,7 @@ class RuleEngine:
         state.slots.clear()
         source = state.rule.source
         if self.admission.full(source):
-            gone = self.admission.victims(source, state.last_ts, self._table, _Busy(self.protected, None, keep))
+            gone = self.admission.victims(source, state.last_ts, self._table, self.protected, keep)
             self._remove(gone)
         self._table[skey] = state
         self.admission.added(skey, state)
@@ -401,23 +402,6 @@ class RuleEngine:
             self.admission.removed(skey, state)
             state.unlink()
         return len(gone)
-
-
-class _Busy:
-    """Series that must keep their state: alerts, plus this event's unrecorded verdicts.
-
-    Built only when a new series needs a place, never on the hot path.
-    """
-
-    __slots__ = ("protected", "findings", "keep")
-
-    def __init__(self, protected: Container[SeriesKey], findings: list[Finding] | None, keep: Container[SeriesKey] = frozenset()) -> None:
-        self.protected = protected
-        self.findings = {(f.rule_id, f.series) for f in findings} if findings else frozenset()
-        self.keep = keep
-
-    def __contains__(self, skey: object) -> bool:
-        return skey in self.protected or skey in self.findings or skey in self.keep
 
 
 def _same_learning(a: Rule, b: Rule) -> bool:

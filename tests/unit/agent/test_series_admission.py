@@ -234,3 +234,15 @@ def test_series_limits_are_validated():
     with pytest.raises(ConfigError):
         parse_shares("inference")
     assert math.isclose(sum(parse_shares("a=0.5,b=0.5").values()), 1.0)
+
+
+def test_an_unproven_series_stays_unproven_after_a_checkpoint_restore():
+    p = Pipeline(one_rule(OVER_100), limits=SeriesLimits(proven_s=60))
+    p.process(inference(0, 10, service="young"), ("t", 0))
+    for t in range(0, 100, 10):
+        p.process(inference(float(t), 10, service="old"), ("t", 0))
+    q = Pipeline(one_rule(OVER_100), limits=SeriesLimits(proven_s=60))
+    restore_partition(q, ("t", 0), snapshot_partition(p, ("t", 0), 1))
+    admission = q.engine.admission
+    assert not admission.proven(q.engine.series(("g/A", ("young",))))
+    assert admission.proven(q.engine.series(("g/A", ("old",))))
