@@ -246,3 +246,31 @@ def test_an_unproven_series_stays_unproven_after_a_checkpoint_restore():
     admission = q.engine.admission
     assert not admission.proven(q.engine.series(("g/A", ("young",))))
     assert admission.proven(q.engine.series(("g/A", ("old",))))
+
+
+def test_the_agent_takes_the_limits_and_exports_the_refusals(tmp_path: Path):
+    from agent.config import AgentConfig, KafkaConfig
+    from agent.runtime.app import AgentApp
+    from agent.runtime.notifier import TerminalSink
+
+    rules = tmp_path / "r.yaml"
+    rules.write_text(
+        "groups:\n- name: g\n  rules:\n  - alert: Slow\n    source: inference\n    by: [service]\n"
+        "    detector: {kind: threshold, field: latency_ms, op: '>', threshold: 100}\n"
+    )
+    limits = SeriesLimits(max_active_alerts=1, proven_s=10)
+    config = AgentConfig(kafka=KafkaConfig("localhost:9092"), rules=(str(rules),), http_addr="127.0.0.1:0", max_series=2, series_limits=limits)
+    app = AgentApp(config, TerminalSink(), serve_http=False)
+    p = app.pipeline
+    for t in range(0, 30, 5):
+        p.process(inference(float(t), 500, service="a"))
+        p.process(inference(float(t), 500, service="b"))
+    for i in range(7):
+        p.process(inference(30.0, 10, service=f"new{i}"))
+    app._after_transitions([])  # noqa: SLF001 - the per-batch bookkeeping under test
+    registry = app.metrics.registry
+    assert registry.get_sample_value("watchkeeper_series_refused_total", {"source": "inference"}) == 7
+    assert registry.get_sample_value("watchkeeper_alerts_refused_total") >= 1  # "b" found the one alert place taken
+    assert len(p.lifecycle.active) == 1
+    app._after_transitions([])  # noqa: SLF001 - drained: counted once
+    assert registry.get_sample_value("watchkeeper_series_refused_total", {"source": "inference"}) == 7
