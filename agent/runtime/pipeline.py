@@ -35,7 +35,7 @@ class Pipeline:
     #: series admission and the alert table's bound (docs/security-series.md)
     limits: SeriesLimits = field(default_factory=SeriesLimits)
     clock: float = field(default=float("-inf"), init=False)
-    #: alerts resolved because their series' state was gone (a bug if ever > 0; see tick)
+    #: alert evaluations that found no series state (a bug if ever > 0; see tick)
     orphans_resolved: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
@@ -98,7 +98,8 @@ class Pipeline:
         An alert outlives its series' state by construction nowhere (eviction spares
         series with alerts; reloads and restores give them a fresh state); should one
         anyway, its condition counts as cleared and it resolves after ``keep_firing_for``
-        instead of being re-sent forever (counted in ``orphans_resolved``). A fresh state
+        instead of being re-sent forever (each such evaluation counted in
+        ``orphans_resolved``). A fresh state
         without a verdict yet (after a reload or restore) counts as cleared once silent
         for ``staleness_s``.
 

@@ -191,6 +191,6 @@ class SelfMetrics:
         )
         self.alerts_orphaned = Counter(
             "watchkeeper_alerts_orphaned_total",
-            "Alerts found without their series' state and resolved (a bug if ever non-zero).",
+            "Alert evaluations that found no series state (the alert then resolves after keep_firing_for); a bug if ever non-zero.",
             registry=r,
         )

@@ -46,7 +46,7 @@ class SeriesReport:
             lifecycle.refused = 0
         if pipeline.orphans_resolved:
             self.metrics.alerts_orphaned.inc(pipeline.orphans_resolved)
-            _log.error("alerts without series state were resolved", count=pipeline.orphans_resolved)
+            _log.error("alerts without series state: resolving them after keep_firing_for", evaluations=pipeline.orphans_resolved)
             pipeline.orphans_resolved = 0
 
     def _due(self, kind: str) -> bool:
