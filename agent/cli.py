@@ -200,13 +200,17 @@ def run(
     report_dir: Annotated[str, typer.Option(envvar=_ENV + "REPORT_DIR", help="Where drift reports (HTML) are written; served at /reports/.")] = "watchkeeper-reports",
     create_topics: Annotated[int, typer.Option(envvar=_ENV + "CREATE_TOPICS", help="Create missing topics with this many partitions at start (0: leave topics to the operator).")] = 0,
     max_event_bytes: Annotated[int, typer.Option(envvar=_ENV + "MAX_EVENT_BYTES")] = 256 * 1024,
-    max_series: Annotated[int, typer.Option(envvar=_ENV + "MAX_SERIES", help="Bound on (rule, series) states; idle ones are evicted.")] = 100_000,
+    max_series: Annotated[int, typer.Option(envvar=_ENV + "MAX_SERIES", help="Bound on (rule, series) states, shared among sources; see docs/security-series.md.")] = 100_000,
     resend_interval: Annotated[float, typer.Option(envvar=_ENV + "RESEND_INTERVAL_S", help="Seconds between re-sends of firing alerts.")] = 60.0,
     processed_log: Annotated[str, typer.Option(envvar=_ENV + "PROCESSED_LOG", help="Append every processed topic/partition/offset here (audit of at-least-once).")] = "",
     checkpoints: Annotated[bool, typer.Option(envvar=_ENV + "CHECKPOINTS", help="Checkpoint each partition's detector and alert state to the state topic (fleet mode).")] = True,
     state_topic: Annotated[str, typer.Option(envvar=_ENV + "STATE_TOPIC", help="Compacted topic holding partition checkpoints.")] = "watchkeeper.state",
     checkpoint_interval: Annotated[float, typer.Option(envvar=_ENV + "CHECKPOINT_INTERVAL", help="Seconds between checkpoints of the partitions that moved.")] = 10.0,
     lag_warn_records: Annotated[int, typer.Option(envvar=_ENV + "LAG_WARN_RECORDS", help="A partition further behind than this many records is reported lagging.")] = 10_000,
+    max_active_alerts: Annotated[int, typer.Option(envvar=_ENV + "MAX_ACTIVE_ALERTS", help="Bound on pending + firing alerts; new ones beyond it are refused and counted.")] = 10_000,
+    series_proven: Annotated[float, typer.Option(envvar=_ENV + "SERIES_PROVEN_S", help="Event time a series' events must span before no new series may take its place.")] = 300.0,
+    series_retain: Annotated[float, typer.Option(envvar=_ENV + "SERIES_RETAIN_S", help="How long a proven series may stay silent and keep its place.")] = 86_400.0,
+    series_shares: Annotated[str, typer.Option(envvar=_ENV + "SERIES_SHARES", help="Share of max-series per source, e.g. inference=0.5,llm=0.25,gpu=0.25 (default: equal).")] = "",
     log_level: Annotated[str, typer.Option(envvar=_ENV + "LOG_LEVEL")] = "info",
     log_json: Annotated[bool, typer.Option(envvar=_ENV + "LOG_JSON", help="JSON log lines (else human-readable).")] = True,
 ) -> None:
@@ -216,7 +220,7 @@ def run(
     _SASL_USERNAME, _SASL_PASSWORD (or _SASL_PASSWORD_FILE), _SSL_CAFILE, _SSL_CERTFILE
     and _SSL_KEYFILE.
     """
-    from agent.config import AgentConfig, KafkaConfig, Topics, kafka_security_from_env, parse_urls
+    from agent.config import AgentConfig, KafkaConfig, SeriesLimits, Topics, kafka_security_from_env, parse_shares, parse_urls
     from agent.logs import configure_logging
 
     try:
@@ -258,6 +262,7 @@ def run(
             kubeconfig=kubeconfig or None,
             mlflow_tracking_uri=mlflow_tracking_uri or None,
             agent_id=agent_id,
+            series_limits=SeriesLimits(max_active_alerts, series_proven, series_retain, parse_shares(series_shares)),
         )
         asyncio.run(_run(config))
     except (WatchkeeperError, ValueError, OSError) as exc:

@@ -74,6 +74,37 @@ class KafkaConfig:
 
 
 @dataclass(frozen=True)
+class SeriesLimits:
+    """What producers, who choose every label value, can make the agent remember.
+
+    ``max_active_alerts``: pending plus firing alerts held; at the bound new alerts are
+    refused and counted, the existing ones keep their course. ``proven_s``: event time a
+    series must span (first to latest event) before no new series may take its place.
+    ``retain_s``: how long a proven series may stay silent and keep its place. ``shares``:
+    fraction of ``max_series`` per source (the others split the rest equally). See
+    docs/security-series.md.
+    """
+
+    max_active_alerts: int = 10_000
+    proven_s: float = 300.0
+    retain_s: float = 86_400.0
+    shares: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.max_active_alerts < 1:
+            raise ConfigError("max_active_alerts must be >= 1", "WATCHKEEPER_MAX_ACTIVE_ALERTS")
+        if not self.proven_s >= 0:
+            raise ConfigError("series_proven_s must be >= 0", "WATCHKEEPER_SERIES_PROVEN_S")
+        if not self.retain_s > 0:
+            raise ConfigError("series_retain_s must be > 0", "WATCHKEEPER_SERIES_RETAIN_S")
+        for source, share in self.shares.items():
+            if not 0 < share <= 1:
+                raise ConfigError(f"the series share of {source!r} must be in (0, 1], got {share}", "WATCHKEEPER_SERIES_SHARES")
+        if sum(self.shares.values()) > 1 + 1e-9:
+            raise ConfigError("series shares add up to more than 1", "WATCHKEEPER_SERIES_SHARES")
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     """Everything ``watchkeeper run`` needs, validated."""
 
@@ -110,6 +141,8 @@ class AgentConfig:
     state_topic: str = "watchkeeper.state"
     checkpoint_interval_s: float = 10.0
     lag_warn_records: int = 10_000
+    # issue 12: series admission and the bound on active alerts
+    series_limits: SeriesLimits = field(default_factory=SeriesLimits)
 
     def __post_init__(self) -> None:
         if self.actions_mode not in ("dry-run", "approve", "enforce"):
@@ -203,3 +236,20 @@ def kafka_security_from_env(env: Mapping[str, str] | None = None) -> Any:
         raise ConfigError("SASL needs a username and a password", prefix + "SASL_USERNAME")
     cls = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}[mechanism]
     return cls(username=username, password=password, ssl_context=context, use_ssl=protocol == "SASL_SSL")
+
+
+def parse_shares(text: str | None) -> dict[str, float]:
+    """``inference=0.5,llm=0.25,gpu=0.25`` to a mapping; empty: equal shares."""
+    out: dict[str, float] = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        source, sep, value = part.partition("=")
+        try:
+            share = float(value)
+        except ValueError:
+            share = float("nan")
+        if not sep or not source.strip() or share != share:
+            raise ConfigError(f"{part.strip()!r} is not source=fraction (e.g. inference=0.5)", "WATCHKEEPER_SERIES_SHARES")
+        out[source.strip()] = share
+    return out

@@ -5,6 +5,13 @@ for ``for``; a pending alert whose condition clears goes back to inactive silent
 firing alert whose condition clears keeps firing for ``keep_firing_for`` and is then
 resolved. A resolved alert is forgotten; if the condition returns, a new alert starts
 (same fingerprint, new ``active_at``), as in Prometheus.
+
+The table of pending and firing alerts is bounded by ``max_active``. At the bound a *new*
+alert is refused (counted in ``refused``; the agent exports it and logs it) while every
+alert already pending or firing keeps its course: an incident that already pages goes on
+paging and resolves, which is what a flood of invented series must not be able to stop.
+The price, stated: during such a flood a new incident may not open an alert until the
+flood's alerts resolve, which is why refusals are a metric to page on.
 """
 
 from __future__ import annotations
@@ -61,6 +68,13 @@ class AlertLifecycle:
     """Advances alerts from findings and emits the transitions worth sending."""
 
     active: dict[SeriesKey, TrackedAlert] = field(default_factory=dict)
+    max_active: int = 10_000
+    #: new alerts refused at ``max_active`` since the caller last reset it
+    refused: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_active < 1:
+            raise ValueError(f"max_active must be >= 1, got {self.max_active}")
 
     def advance(self, rules: Mapping[str, Rule], findings: Iterable[Finding]) -> list[Alert]:
         """Apply findings in order; return alerts that started firing or resolved."""
@@ -79,6 +93,9 @@ class AlertLifecycle:
         tracked = self.active.get(skey)
         if f.score.active:
             if tracked is None:
+                if len(self.active) >= self.max_active:
+                    self.refused += 1
+                    return None
                 labels = rule.alert_labels(f.series)
                 tracked = TrackedAlert(rule, f.series, labels, fingerprint(labels), AlertState.PENDING, f.ts, f.score)
                 self.active[skey] = tracked

@@ -39,6 +39,7 @@ from .pipeline import Pipeline
 from .remediation import Remediation
 from .reload import RuleReloader
 from .selfmetrics import SelfMetrics
+from .series_report import SeriesReport
 from .topics import create_topics
 
 __all__ = ["AgentApp"]
@@ -75,7 +76,9 @@ class AgentApp:
             max_series=config.max_series,
             staleness_s=config.staleness_s,
             max_lateness_s=config.max_lateness_s,
+            limits=config.series_limits,
         )
+        self.series_report = SeriesReport(self.metrics)
         self.metrics.rules_loaded.set(len(self.rules))
         self.metrics.rules_last_reload_ok.set(1)
         self._on_transition = on_transition
@@ -247,6 +250,7 @@ class AgentApp:
         for kind, seconds in engine.timings:
             self.metrics.detector_update.labels(kind).observe(seconds)
         engine.timings.clear()
+        self.series_report.update(self.pipeline)
 
     def _base_url(self) -> str:
         """Where people reach this agent: the configured external URL, else the listener."""

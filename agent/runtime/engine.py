@@ -1,8 +1,11 @@
 """The rule engine: each event goes to the rules it fits, each (rule, series) to its detector.
 
 Detector state is created lazily on a series' first event and kept in one bounded
-table. When the table is full, the idle series least recently seen is evicted, never
-one with a pending or firing alert (its resolution would be lost).
+table. Who gets a place when a source's share of the table is full is decided by
+``admission.py``: a new series may only take the place of an unproven or long-silent
+one, never of a series with a pending or firing alert or with a verdict not yet
+recorded by the alert lifecycle, so no alert ever outlives its state; with nobody to
+evict, the new series is refused (no state, counted). Existing series never pay for it.
 
 Event time rule (stated once, here): a series' clock only moves forward. An event older
 than its series' clock is evaluated at that clock (so windows stay ordered), and the
@@ -12,7 +15,6 @@ they reach the engine (they go to the dead-letter topic, reason ``late``).
 
 from __future__ import annotations
 
-import heapq
 import operator
 import time
 from collections import OrderedDict
@@ -25,12 +27,15 @@ from agent.rules import Rule, RuleSet
 from agent.rules.fields import EVENT_TYPES, field_getter
 from detectors.base import Detector
 
+from .admission import SeriesAdmission
+
 __all__ = ["RuleEngine", "SeriesState"]
 
 SeriesKey = tuple[str, tuple[str, ...]]
 _TIMING_SAMPLE_EVERY = 64
 _SHAPE_CACHE_ENTRIES = 65_536
 _NO_FINDINGS: tuple[Finding, ...] = ()
+_NOTHING: frozenset[SeriesKey] = frozenset()
 
 
 class _Slot:
@@ -156,6 +161,7 @@ class SeriesState:
     last_ts: float = float("-inf")
     last_score: Score | None = None
     where: Any = None  # the input partition of its latest event: fleet mode moves the state with it
+    born: float = float("-inf")  # event time of its first event (-inf: restored, unknown: proven)
     slots: list[_Slot] = field(default_factory=list, repr=False)  # the engine's shortcuts to it
 
     def unlink(self) -> None:
@@ -172,6 +178,11 @@ class RuleEngine:
     rules: RuleSet
     max_series: int = 100_000
     protected: Container[SeriesKey] = field(default_factory=frozenset)
+    #: admission policy (admission.py): per-source shares of max_series, when a series is
+    #: proven, how long a silent proven series keeps its place
+    shares: Mapping[str, float] | None = None
+    proven_s: float = 300.0
+    retain_s: float = 86_400.0
     _table: OrderedDict[SeriesKey, SeriesState] = field(default_factory=OrderedDict, init=False)
     evicted: int = field(default=0, init=False)
     timings: list[tuple[str, float]] = field(default_factory=list, init=False)
@@ -184,6 +195,11 @@ class RuleEngine:
         if self.max_series < 1:
             raise ValueError(f"max_series must be >= 1, got {self.max_series}")
         self._shapes = _Shapes(self.rules)
+        self.admission = self._new_admission(self.rules)
+
+    def _new_admission(self, rules: RuleSet) -> SeriesAdmission:
+        sources = {r.source for r in rules.rules}
+        return SeriesAdmission(self.max_series, sources, self.shares, self.proven_s, self.retain_s)
 
     def __len__(self) -> int:
         return len(self._table)
@@ -196,19 +212,31 @@ class RuleEngine:
 
         A rule counts as unchanged when its id, detector, parameters, observed field
         and series key are the same. Anything else starts from a fresh detector.
+        A series with an alert whose rule changed what it learns keeps a place with a fresh
+        detector (and no verdict yet): its alert is judged again, never left without state.
         """
         old = self.rules.by_id()
         new = rules.by_id()
         kept: OrderedDict[SeriesKey, SeriesState] = OrderedDict()
+        admission = self._new_admission(rules)
         for key, state in self._table.items():
             state.slots.clear()  # the old shapes go with the old rules
             rule = new.get(key[0])
-            if rule is not None and _same_learning(old[key[0]], rule):
-                state.rule = rule
-                kept[key] = state
+            if rule is None:
+                continue
+            if not _same_learning(old[key[0]], rule):
+                if key not in self.protected:
+                    continue
+                state = SeriesState(rule, state.key, rule.new_detector(), state.last_ts, None, state.where, state.born)
+            state.rule = rule
+            kept[key] = state
+            admission.added(key, state)
+        admission.refused.update(self.admission.refused)
+        admission.refused_sample.update(self.admission.refused_sample)
         self._table = kept
         self.rules = rules
         self._shapes = _Shapes(rules)
+        self.admission = admission
 
     def observe(self, source: str, event: Any, ts: float) -> Sequence[Finding]:
         """Update every matching rule's series; return the findings worth a lifecycle step.
@@ -236,7 +264,9 @@ class RuleEngine:
                 continue
             state = slot.state
             if state is None:
-                state = self._attach(slot, ts)
+                state = self._attach(slot, ts, findings)
+                if state is None:  # refused a place: its other series still learn
+                    continue
             state.where = where
             if ts > state.last_ts:
                 state.last_ts = ts
@@ -262,17 +292,48 @@ class RuleEngine:
                 state.slots.clear()
         return self._shapes.resolve(source, event, self._table)
 
-    def _attach(self, slot: _Slot, ts: float) -> SeriesState:
-        """Link the slot to its state: one another shape already made, else a fresh one."""
-        state = self._table.get(slot.skey)
+    def _attach(self, slot: _Slot, ts: float, findings: list[Finding] | None) -> SeriesState | None:
+        """Link the slot to its state: one another shape already made, else a fresh one.
+
+        None when the series is refused a place (see admission.py); the slot stays empty
+        and asks again on the series' next event, cheaply while its source is full.
+        ``findings``: the verdicts of this event so far, not yet recorded as alerts, so
+        their series are not evicted to make room.
+        """
+        skey = slot.skey
+        state = self._table.get(skey)
         if state is None:
-            state = SeriesState(slot.rule, slot.key, slot.rule.new_detector(), ts, None, self.where)
-            self._table[slot.skey] = state
-            if len(self._table) > self.max_series:
-                self._evict()
+            source = slot.rule.source
+            admission = self.admission
+            if admission.full(source) and skey not in self.protected:
+                busy = {(f.rule_id, f.series) for f in findings} if findings else _NOTHING
+                gone = admission.victims(source, ts, self._table, self.protected, busy)
+                if not gone:
+                    admission.refuse(source, skey)
+                    return None
+                self._remove(gone)
+            state = SeriesState(slot.rule, slot.key, slot.rule.new_detector(), ts, None, self.where, ts)
+            self._table[skey] = state
+            admission.added(skey, state)
         slot.state = state
         state.slots.append(slot)
         return state
+
+    def _remove(self, keys: Sequence[SeriesKey]) -> None:
+        """Evict these series: out of the table, the budgets and every slot."""
+        for skey in keys:
+            state = self._table.pop(skey)
+            self.admission.removed(skey, state)
+            state.unlink()
+        self.evicted += len(keys)
+
+    def drain_refused(self) -> dict[str, tuple[int, SeriesKey]]:
+        """Refusals per source since the last call, each with one refused key (for a log line)."""
+        admission = self.admission
+        out = {source: (n, admission.refused_sample[source]) for source, n in admission.refused.items() if n}
+        admission.refused.clear()
+        admission.refused_sample.clear()
+        return out
 
     def sweep(
         self, now: float | None, staleness_s: float, skip: Container[SeriesKey], clocks: Mapping[Any, float | None] | None = None
@@ -305,39 +366,42 @@ class RuleEngine:
     def items(self) -> Iterator[tuple[SeriesKey, SeriesState]]:
         return iter(list(self._table.items()))
 
-    def adopt(self, skey: SeriesKey, state: SeriesState) -> None:
-        """Take a restored series (it replaces any state of the same key)."""
-        old = self._table.get(skey)
+    def adopt(self, skey: SeriesKey, state: SeriesState, keep: Container[SeriesKey] = _NOTHING) -> None:
+        """Take a restored series (it replaces any state of the same key).
+
+        A restored series is never refused: over its source's budget it takes the place
+        of unproven or long-silent series not in ``protected`` or ``keep`` if there are
+        any, else the table holds more than its bound until series leave.
+        """
+        old = self._table.pop(skey, None)
         if old is not None:
+            self.admission.removed(skey, old)
             old.unlink()
         state.slots.clear()
+        source = state.rule.source
+        if self.admission.full(source):
+            gone = self.admission.victims(source, state.last_ts, self._table, self.protected, keep)
+            self._remove(gone)
         self._table[skey] = state
-        if len(self._table) > self.max_series:
-            self._evict()
+        self.admission.added(skey, state)
+
+    def revive(self, skey: SeriesKey, rule: Rule, ts: float, where: Any) -> SeriesState:
+        """A fresh state for a series that must have one (it has an alert), whatever the budget."""
+        state = self._table.get(skey)
+        if state is None:
+            state = SeriesState(rule, skey[1], rule.new_detector(), ts, None, where)
+            self._table[skey] = state
+            self.admission.added(skey, state)
+        return state
 
     def drop_where(self, where: Any) -> int:
         """Forget every series whose latest event came from partition ``where``."""
         gone = [skey for skey, state in self._table.items() if state.where == where]
         for skey in gone:
-            self._table.pop(skey).unlink()
-        return len(gone)
-
-    def _evict(self) -> None:
-        """Drop the idlest series (oldest last event time), never one with an alert.
-
-        One scan drops 1 % of the table, so the scan's cost is shared by the next 1 %
-        of new series instead of an LRU reordering on every update.
-        """
-        count = max(1, len(self._table) // 100)
-        protected = self.protected
-        idle = heapq.nsmallest(
-            count, (item for item in self._table.items() if item[0] not in protected), key=lambda item: item[1].last_ts
-        )
-        for skey, state in idle:
-            del self._table[skey]
+            state = self._table.pop(skey)
+            self.admission.removed(skey, state)
             state.unlink()
-        self.evicted += len(idle)
-        # when every series has an alert, the table may exceed its bound rather than lose one
+        return len(gone)
 
 
 def _same_learning(a: Rule, b: Rule) -> bool:

@@ -2,7 +2,8 @@
 
 Events are keyed by their owner (service or node), so one owner's events arrive on one
 partition, and a partition's state is the state its events built: every (rule, series)
-whose latest event came from it (detector, last verdict), the alerts of those series
+whose latest event came from it (detector, last verdict, first event time for series
+admission), the alerts of those series
 (state, ``active_at``, ``fired_at``, the evidence and extra annotations such as report
 links), its owners' event clocks and the partition's own clock.
 
@@ -111,6 +112,8 @@ def snapshot_partitions(pipeline: Pipeline, offsets: dict[Any, int]) -> dict[Any
             cached = per_rule[rule.id] = (_dumps(_jsonable(dict(rule.detector_params))).encode(), learning_hash(rule))
         params, learned = cached
         head = {"r": rule.id, "k": list(state.key), "h": learned, "t": state.last_ts, "s": _score(state.last_score)}
+        if state.born != float("-inf"):  # an unproven series stays unproven on another member
+            head["b"] = state.born
         out.append(_dumps(head).encode())
         # ``_dump`` is the detector's documented checkpoint hook; ``state()`` would rebuild
         # the parameters by introspection for every series (a third of the encoding time)
@@ -195,7 +198,8 @@ def decode_partition(rules: RuleSet, where: tuple[str, int], payload: bytes) -> 
                 continue
             detector = rule.detector_class.restore(blob)
             key = tuple(str(k) for k in entry["k"])
-            series.append(((rule.id, key), SeriesState(rule, key, detector, float(entry["t"]), _unscore(entry["s"]), where)))
+            born = float(entry.get("b", float("-inf")))
+            series.append(((rule.id, key), SeriesState(rule, key, detector, float(entry["t"]), _unscore(entry["s"]), where, born)))
         except Exception as exc:  # noqa: BLE001 - one bad series must not cost the others
             _log.warning("cannot restore a series; it starts fresh", where=list(where), rule=entry.get("r"), error=repr(exc))
     clock = float(data.get("clock", float("-inf")))

@@ -12,6 +12,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.config import SeriesLimits
 from agent.errors import EventError
 from agent.model import Alert, Finding, Score
 from agent.rules import Rule, RuleSet
@@ -31,13 +32,25 @@ class Pipeline:
     staleness_s: float = 300.0
     max_lateness_s: float = 600.0
     sweep_interval_s: float = 15.0
+    #: series admission and the alert table's bound (docs/security-series.md)
+    limits: SeriesLimits = field(default_factory=SeriesLimits)
     clock: float = field(default=float("-inf"), init=False)
+    #: alert evaluations that found no series state (a bug if ever > 0; see tick)
+    orphans_resolved: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         if self.staleness_s <= 0 or self.max_lateness_s < 0:
             raise ValueError("staleness_s must be > 0 and max_lateness_s >= 0")
-        self.lifecycle = AlertLifecycle()
-        self.engine = RuleEngine(self.rules, self.max_series, protected=self.lifecycle.active)
+        limits = self.limits
+        self.lifecycle = AlertLifecycle(max_active=limits.max_active_alerts)
+        self.engine = RuleEngine(
+            self.rules,
+            self.max_series,
+            protected=self.lifecycle.active,
+            shares=limits.shares,
+            proven_s=limits.proven_s,
+            retain_s=limits.retain_s,
+        )
         self._by_id: dict[str, Rule] = self.rules.by_id()
         self._owner_clock: OrderedDict[str, float] = OrderedDict()
         self._next_sweep = float("-inf")
@@ -82,6 +95,14 @@ class Pipeline:
         no new event arrives for their series; a series silent for ``staleness_s`` counts
         as no longer matching, as a stale series does in Prometheus.
 
+        An alert outlives its series' state by construction nowhere (eviction spares
+        series with alerts; reloads and restores give them a fresh state); should one
+        anyway, its condition counts as cleared and it resolves after ``keep_firing_for``
+        instead of being re-sent forever (each such evaluation counted in
+        ``orphans_resolved``). A fresh state
+        without a verdict yet (after a reload or restore) counts as cleared once silent
+        for ``staleness_s``.
+
         Every ``sweep_interval_s`` of event time the tick also evaluates every other
         series whose detector can judge a moment without a new observation (``count <
         10`` over a window, a burn-rate bucket that closed): a condition that time alone
@@ -95,9 +116,15 @@ class Pipeline:
         active = self.lifecycle.active
         for skey in list(active):
             state = self.engine.series(skey)
-            if state is None or state.last_score is None:
+            if state is None:
+                self.orphans_resolved += 1
+                findings.append(Finding(skey[0], skey[1], now, _LOST))
                 continue
             at = self._judge_time(state, now)
+            if state.last_score is None:
+                if at - state.last_ts > self.staleness_s:
+                    findings.append(Finding(skey[0], skey[1], at, _inactive(_NO_VERDICT)))
+                continue
             if at - state.last_ts > self.staleness_s:
                 score = _inactive(state.last_score)
             else:
@@ -129,6 +156,17 @@ class Pipeline:
         self.rules = rules
         self._by_id = rules.by_id()
         return self.lifecycle.forget_rules(self._by_id, self.clock)
+
+    def _give_states_to_alerts(self, where: Any) -> None:
+        """Every alert has a series state: a fresh one where a restore brought none.
+
+        (A checkpointed series whose rule changed what it learns, or that could not be
+        decoded, comes back without state while its alert comes back.)
+        """
+        for skey, tracked in self.lifecycle.active.items():
+            if self.engine.series(skey) is None:
+                rule = self._by_id.get(skey[0], tracked.rule)
+                self.engine.revive(skey, rule, self.partition_clock.get(where, self.clock), where)
 
     def firing(self) -> list[Alert]:
         return self.lifecycle.firing()
@@ -186,10 +224,13 @@ class Pipeline:
         """Put a detached partition back; False (and nothing done) if the rules changed since."""
         if part.rules is not self.rules:
             return False
-        for skey, state in part.series:
-            self.engine.adopt(skey, state)
+        # alerts first: a series with an alert is never evicted to make room for another
         self.lifecycle.active.update(part.alerts)
+        restored = {skey for skey, _ in part.series}
+        for skey, state in part.series:
+            self.engine.adopt(skey, state, keep=restored)
         self.adopt_partition(part.where, part.clock, part.owners)
+        self._give_states_to_alerts(part.where)
         return True
 
 
@@ -204,6 +245,10 @@ class DetachedPartition:
     owners: dict[str, float]
     clock: float
 
+
+
+_LOST = Score(0.0, False, float("nan"), {"state_lost": True})
+_NO_VERDICT = Score(0.0, False, float("nan"), {})
 
 
 def _inactive(score: Score) -> Score:

@@ -177,3 +177,20 @@ class SelfMetrics:
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=r,
         )
+        # issue 12, item 7: what producers' label values can make the agent remember
+        self.series_refused = Counter(
+            "watchkeeper_series_refused_total",
+            "New series refused a place (their source's share of max_series held only proven series or alerts), by source.",
+            ["source"],
+            registry=r,
+        )
+        self.alerts_refused = Counter(
+            "watchkeeper_alerts_refused_total",
+            "New alerts refused because max_active_alerts pending or firing alerts were held.",
+            registry=r,
+        )
+        self.alerts_orphaned = Counter(
+            "watchkeeper_alerts_orphaned_total",
+            "Alert evaluations that found no series state (the alert then resolves after keep_firing_for); a bug if ever non-zero.",
+            registry=r,
+        )

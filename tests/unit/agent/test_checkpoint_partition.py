@@ -109,7 +109,11 @@ def test_alerts_of_a_removed_rule_resolve_and_changed_rules_start_fresh():
     other = one_rule(MEAN.replace("window_s: 10", "window_s: 20"), for_="5s", keep="5s")
     changed = Pipeline(other)
     assert restore_partition(changed, A, payload) == []
-    assert changed.engine.series(("g/A", ("a",))) is None  # learned under other parameters
+    # learned under other parameters: not restored; the alert's series has a fresh state
+    # instead (issue 12: no alert without state), with nothing learned and no verdict yet
+    fresh = changed.engine.series(("g/A", ("a",)))
+    assert fresh is not None and fresh.last_score is None
+    assert fresh.detector._dump() == fresh.rule.new_detector()._dump()  # noqa: SLF001
     assert [a.state for a in changed.firing()] == [AlertState.FIRING]  # the alert itself is kept
     (resolved,) = restore_partition(Pipeline(RuleSet()), A, payload)  # the rule was deleted meanwhile
     assert resolved.state is AlertState.RESOLVED and resolved.resolved_at == first.partition_clock[A] == 1039.5
