@@ -177,3 +177,15 @@ class SelfMetrics:
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=r,
         )
+        # drift reports on disk (reports.py): bounded by count and bytes, the oldest deleted first
+        self.reports_deleted = Counter(
+            "watchkeeper_reports_deleted_total",
+            "Drift reports deleted to stay within WATCHKEEPER_REPORT_MAX_COUNT and _MAX_BYTES.",
+            registry=r,
+        )
+        self.reports_bytes = Gauge(
+            "watchkeeper_reports_bytes", "Bytes of drift reports kept on disk.", registry=r
+        )
+        self.reports_kept = Gauge(
+            "watchkeeper_reports", "Drift reports kept on disk.", registry=r
+        )
