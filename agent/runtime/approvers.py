@@ -13,8 +13,10 @@ name recorded is the one the token is bound to. The table comes from
 Tokens are at least 16 visible ASCII characters (``openssl rand -hex 32``), distinct,
 and never logged; names are short and plain, because they land in audit records. The
 file is read again when it changes (a Kubernetes Secret update swaps it in place); a
-bad new version is logged and the previous table stays. A file that others may write
-is refused, one that others may read is warned about.
+bad new version is logged and the previous table stays. A file that does not exist
+(an optional Secret not created yet) refuses every token until it appears, and one
+that disappears takes its tokens with it. A file that others may write is refused,
+one that others may read is warned about.
 
 ``WATCHKEEPER_ACTIONS_APPROVE_TOKEN_FILE``, the older single-token setting, still
 works: its token approves under the name ``approve-token``.
@@ -208,6 +210,13 @@ class Approvers:
             if seen == self._seen:
                 return
             table = self._read(st)
+        except FileNotFoundError:
+            # fail closed, not down: an optional Kubernetes Secret not created yet; every
+            # token is refused until the file appears (it is looked for on each request)
+            if initial or self._seen is not None:
+                _log.warning("approvers file not found; the HTTP API refuses every token until it exists", path=str(self.path))
+            self._table, self._seen = dict(self._fixed), None
+            return
         except (OSError, ConfigError) as exc:
             error = exc if isinstance(exc, ConfigError) else ConfigError(f"cannot read {self.path}: {exc.strerror}", _WHERE)
             if initial:

@@ -98,9 +98,20 @@ def test_a_file_others_may_write_is_refused(tmp_path: Path) -> None:
         Approvers(write(tmp_path, f"alice:{ALICE}", mode=0o606))
 
 
-def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
+def test_a_missing_file_refuses_every_token_until_it_appears(tmp_path: Path) -> None:
+    path = tmp_path / "approvers"
+    approvers = Approvers(path, shorthand=BOB)
+    assert approvers.enabled and approvers.authenticate(bearer(ALICE)) is None
+    assert approvers.authenticate(bearer(BOB)) is not None  # the shorthand token stays valid
+    write(tmp_path, f"alice:{ALICE}")
+    assert approvers.authenticate(bearer(ALICE)) == Principal("alice", Role.APPROVE)
+    path.unlink()
+    assert approvers.authenticate(bearer(ALICE)) is None  # a deleted file takes its tokens with it
+
+
+def test_an_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
-        Approvers(tmp_path / "absent")
+        Approvers(tmp_path)  # a directory
 
 
 def test_the_shorthand_token_approves_as_approve_token(tmp_path: Path) -> None:
