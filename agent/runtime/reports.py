@@ -144,24 +144,29 @@ class DriftReports:
             return None
         from .drift_report import write_drift_report
 
-        reference, current = samples()
         # the agent's own name: the rule's alert name made safe, the fingerprint (hex of
         # a hash) made safe, and the wall clock; no label, no producer's event time
         name = f"{_SAFE.sub('_', alert.name)[:64]}-{_SAFE.sub('_', alert.fingerprint)[:32]}-{int(time.time())}"
         try:
+            reference, current = samples()
             self.out_dir.mkdir(parents=True, exist_ok=True)
             path = await asyncio.to_thread(
                 write_drift_report, reference, current, feature=state.rule.field, out_dir=self.out_dir, name=name
             )
-            await asyncio.to_thread(self._prune, Path(path))
         except Exception as exc:  # noqa: BLE001 - a report must never hold a page back
             self.failures += 1
             _log.error("drift report failed; the alert goes out without it", alert=alert.name, error=str(exc))
             return None
+        await asyncio.to_thread(self._prune, Path(path))
         return f"{self._base_url().rstrip('/')}{self.route}{Path(path).name}"
 
     def _prune(self, keep: Path | None) -> None:
-        deleted, kept, kept_bytes = prune_reports(self.out_dir, max_count=self.max_count, max_bytes=self.max_bytes, keep=keep)
+        """Apply the limits; a folder that cannot be read or cleaned is logged, never raised."""
+        try:
+            deleted, kept, kept_bytes = prune_reports(self.out_dir, max_count=self.max_count, max_bytes=self.max_bytes, keep=keep)
+        except OSError as exc:
+            _log.error("drift reports could not be pruned", folder=str(self.out_dir), error=str(exc))
+            return
         self.deleted += deleted
         if deleted:
             _log.info("old drift reports deleted", deleted=deleted, kept=kept, kept_bytes=kept_bytes)
