@@ -225,7 +225,10 @@ async def _write(send: _Send, response: Response, *, head: bool) -> None:
         (b"content-type", response.content_type.encode("latin-1")),
         (b"content-length", str(len(body)).encode("latin-1")),
     ]
-    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()]
+    extra = {k.lower(): v for k, v in response.headers.items()}
+    # no answer of the agent is meant to be sniffed into HTML (a label in /actions' JSON)
+    extra.setdefault("x-content-type-options", "nosniff")
+    headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if head else body})
 

@@ -209,7 +209,7 @@ class Remediation:
             body = json.loads(request.body) if request.body.strip() else {}
             if not isinstance(body, dict):
                 raise ValueError("not an object")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
             return Response(400, 'the body must be a JSON object like {"reason": "..."}\n')
         claimed = body.get("by")
         if claimed is not None and claimed != principal.name:

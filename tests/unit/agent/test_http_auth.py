@@ -70,6 +70,11 @@ async def test_every_route_but_the_probes_needs_a_token(tmp_path: Path) -> None:
         assert post.status_code == 401
         listing = await http.get("/actions", headers={"authorization": f"Bearer {TOKEN}"})
         assert listing.status_code == 200 and listing.json()["pending"] == []
+        assert listing.headers["x-content-type-options"] == "nosniff"  # labels in JSON never sniffed as HTML
+        auth = {"authorization": f"Bearer {TOKEN}"}
+        for body in (b"[" * 100_000, b'{"by": ' * 50_000, b"\xff\xfe", b"[1, 2]", b'"approve"'):
+            answer = await http.post("/actions/0123456789ab/approve", content=body, headers=auth)
+            assert answer.status_code == 400, body[:20]
 
 
 async def test_without_any_token_configured_the_api_is_closed(tmp_path: Path) -> None:
