@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from html.parser import HTMLParser
 from pathlib import Path
 
-__all__ = ["escape_embedded_data", "write_drift_report"]
+__all__ = ["check_report", "escape_embedded_data", "write_drift_report"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _DATA_START = re.compile(r"<script>\s*var (metric_[0-9a-f]+) = ")
@@ -93,7 +93,7 @@ def escape_embedded_data(html: str) -> str:
         f"    var additional_graphs_{start.group(1)} = {_script_json(graphs)};\n</script>"
     )
     out = html[: start.start()] + block + html[close.end() :]
-    _check(out)
+    check_report(out)
     return out
 
 
@@ -122,7 +122,12 @@ class _Elements(HTMLParser):
                 self.problems.append(f"<{tag} {name}=...>")
 
 
-def _check(html: str) -> None:
+def check_report(html: str) -> None:
+    """Raise ``ValueError`` unless ``html`` holds only the template's scripts and no handlers.
+
+    Run when a report is written and again when it is served (a file written by an
+    older agent, before the escaping, is refused rather than sent).
+    """
     elements = _Elements()
     elements.feed(html)
     elements.close()

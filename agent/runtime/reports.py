@@ -181,7 +181,22 @@ class DriftReports:
         if request.method not in ("GET", "HEAD") or not _NAME.fullmatch(name):
             return Response(404, "not found\n")
         try:
-            body = await asyncio.to_thread((self.out_dir / name).read_bytes)
+            body = await asyncio.to_thread(_read_checked, self.out_dir / name)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return Response(404, "not found\n")
+        except ValueError as exc:
+            _log.error("drift report not served: it is not a page this agent wrote", report=name, error=str(exc))
+            return Response(403, "this report is not a page this agent wrote safely; it is not served\n")
         return Response(200, body, content_type="text/html; charset=utf-8", headers=REPORT_HEADERS)
+
+
+def _read_checked(path: Path) -> bytes:
+    """The report's bytes, once checked again (``ValueError`` if unsafe, e.g. an older agent's)."""
+    from .drift_report import check_report
+
+    body = path.read_bytes()
+    try:
+        check_report(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8") from None
+    return body

@@ -107,6 +107,19 @@ async def test_a_hostile_category_is_inert_in_the_served_report(tmp_path: Path) 
     assert_inert(answer.text)
 
 
+async def test_an_unsafe_report_already_on_disk_is_not_served(tmp_path: Path) -> None:
+    """A report an older agent wrote, before the escaping: refused, never sent."""
+    config = agent_config(tmp_path, actions_approve_token=TOKEN)
+    folder = Path(config.report_dir)
+    folder.mkdir()
+    (folder / "Old.html").write_text("<html><script>var x = 1;</script><img src=x onerror=alert(1)></html>")
+    (folder / "Binary.html").write_bytes(b"\xff\xfe<script>")
+    async with serving(config) as http:
+        for name in ("Old.html", "Binary.html"):
+            answer = await http.get(f"/reports/{name}", headers={"authorization": f"Bearer {TOKEN}"})
+            assert answer.status_code == 403 and "onerror" not in answer.text
+
+
 def test_an_unexpected_page_is_refused_not_written() -> None:
     with pytest.raises(ValueError, match="no embedded data block"):
         escape_embedded_data("<html><script>var x = 1;</script></html>")
