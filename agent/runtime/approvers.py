@@ -105,6 +105,8 @@ def parse_approvers(text: str, where: str = _WHERE) -> dict[bytes, Principal]:
 def _yaml_entries(text: str, where: str) -> list[tuple[str, str, str]]:
     try:
         doc = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError("nested too deeply to be an approvers file", where) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""

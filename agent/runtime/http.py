@@ -185,7 +185,11 @@ class HttpApp:
         # Request headers were decoded as latin-1, which maps every byte to one
         # character: encoding back gives the exact bytes that were sent.
         raw = request.headers.get("authorization", "").encode("latin-1")
-        principal = self._authenticator.authenticate(raw)
+        try:
+            principal = self._authenticator.authenticate(raw)
+        except Exception:  # noqa: BLE001 - an authenticator's bug fails closed, logged
+            _log.exception("authenticator failed; the request is refused")
+            principal = None
         if principal is None:
             _log.info("http request refused: no valid bearer token", method=request.method, path=request.path[:200])
             return Response(

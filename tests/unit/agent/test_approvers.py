@@ -84,6 +84,7 @@ def test_the_scheme_is_case_insensitive_and_spaces_tolerated() -> None:
         (f"alice: [{ALICE}]", "must be strings"),
         ("- alice\n- bob", "mapping"),
         ("alice: {token: [", "YAML error at line"),
+        ("a: " + "[" * 20_000 + "]" * 20_000, "nested too deeply"),
     ],
 )
 def test_a_malformed_file_is_a_config_error_that_never_shows_a_token(tmp_path: Path, text: str, message: str) -> None:
