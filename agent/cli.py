@@ -213,6 +213,9 @@ def run(
     series_shares: Annotated[str, typer.Option(envvar=_ENV + "SERIES_SHARES", help="Share of max-series per source, e.g. inference=0.5,llm=0.25,gpu=0.25 (default: equal).")] = "",
     log_level: Annotated[str, typer.Option(envvar=_ENV + "LOG_LEVEL")] = "info",
     log_json: Annotated[bool, typer.Option(envvar=_ENV + "LOG_JSON", help="JSON log lines (else human-readable).")] = True,
+    approvers_file: Annotated[str, typer.Option(envvar=_ENV + "APPROVERS_FILE", help="Bearer tokens of the HTTP API, bound to names: name:token lines or a YAML mapping (docs/security-http.md).")] = "",
+    report_max_count: Annotated[int, typer.Option(envvar=_ENV + "REPORT_MAX_COUNT", help="Drift reports kept; the oldest are deleted beyond it.")] = 100,
+    report_max_bytes: Annotated[int, typer.Option(envvar=_ENV + "REPORT_MAX_BYTES", help="Total bytes of drift reports kept; the oldest are deleted beyond it.")] = 512 * 1024 * 1024,
 ) -> None:
     """Run the agent. Every option also reads its WATCHKEEPER_* environment variable.
 
@@ -263,6 +266,9 @@ def run(
             mlflow_tracking_uri=mlflow_tracking_uri or None,
             agent_id=agent_id,
             series_limits=SeriesLimits(max_active_alerts, series_proven, series_retain, parse_shares(series_shares)),
+            approvers_file=approvers_file or None,
+            report_max_count=report_max_count,
+            report_max_bytes=report_max_bytes,
         )
         asyncio.run(_run(config))
     except (WatchkeeperError, ValueError, OSError) as exc:

@@ -143,6 +143,10 @@ class AgentConfig:
     lag_warn_records: int = 10_000
     # issue 12: series admission and the bound on active alerts
     series_limits: SeriesLimits = field(default_factory=SeriesLimits)
+    # HTTP trust boundary (issue 12): per-approver tokens, drift report retention
+    approvers_file: str | None = None  # name:token lines or a YAML mapping (runtime/approvers.py)
+    report_max_count: int = 100  # drift reports kept on disk; the oldest go first
+    report_max_bytes: int = 512 * 1024 * 1024  # and their total size (one is ~4 MB)
 
     def __post_init__(self) -> None:
         if self.actions_mode not in ("dry-run", "approve", "enforce"):
@@ -166,6 +170,10 @@ class AgentConfig:
         for name in ("staleness_s", "resend_interval_s", "idle_advance_s", "reload_interval_s", "checkpoint_interval_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0")
+        if self.report_max_count < 1:
+            raise ConfigError("keep at least one drift report", "WATCHKEEPER_REPORT_MAX_COUNT")
+        if self.report_max_bytes < 1:
+            raise ConfigError("the drift report budget must be >= 1 byte", "WATCHKEEPER_REPORT_MAX_BYTES")
 
 
 def parse_addr(addr: str) -> tuple[str, int]:

@@ -6,6 +6,11 @@ processors and renderer, so a log shipper sees one shape of line, with ``timesta
 (ISO 8601, UTC), ``level``, ``event`` and the bound fields. Library chatter stays at
 WARNING unless the agent runs at ``debug``, because aiokafka's INFO lines (rebalances,
 coordinator changes) would otherwise drown the agent's own.
+
+Tracebacks never show local variables, in either renderer: a frame's locals hold
+whatever the code was handling (a bearer token, a Kafka password, a record's bytes),
+and logs travel further than secrets should. structlog's console renderer would
+otherwise print them through rich (``show_locals``) or better-exceptions.
 """
 
 from __future__ import annotations
@@ -50,10 +55,11 @@ def configure_logging(level: str = "info", json: bool = True) -> None:
     ]
     renderer: Any
     if json:
+        # format_exc_info renders with the traceback module: frames and source lines, no locals
         shared.append(structlog.processors.format_exc_info)
         renderer = structlog.processors.JSONRenderer()
     else:
-        renderer = structlog.dev.ConsoleRenderer()
+        renderer = structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(name),

@@ -28,6 +28,7 @@ from agent.model import Alert, AlertState
 from agent.rules import RuleSet, load_rules
 from agent.rules.pricing import PriceTable
 
+from .approvers import Approvers
 from .http import HttpServer
 from .checkpoint_store import CheckpointStore
 from .fleet import FleetMember
@@ -119,6 +120,9 @@ class AgentApp:
             base_url=self._base_url,
             lookup=lambda skey: self.pipeline.engine.series(skey),
             annotate=lambda rule_id, series, extra: self.pipeline.lifecycle.annotate(rule_id, series, extra),
+            max_count=config.report_max_count,
+            max_bytes=config.report_max_bytes,
+            metrics=self.metrics,
         )
         self.remediation = Remediation(
             config,
@@ -130,8 +134,9 @@ class AgentApp:
             on_audit=on_audit,
         )
         routes = {DriftReports.route: self.reports.serve, **self.remediation.routes()}
+        self.approvers = Approvers(config.approvers_file, shorthand=config.actions_approve_token)
         self.http = (
-            HttpServer(config.http_addr, self.metrics.registry, self.readiness, routes=routes)
+            HttpServer(config.http_addr, self.metrics.registry, self.readiness, routes=routes, authenticator=self.approvers)
             if serve_http
             else None
         )

@@ -5,11 +5,19 @@ callable keeps the dependencies and the start-up time small. uvicorn serves it
 *inside* the agent's asyncio loop, not in a thread, so an answer from /healthz
 proves that the loop which consumes events is not blocked.
 
-Routes are a table from path to handler (``async (Request) -> Response``). Callers
-add their own with ``routes=``, the way the approval API will; a path ending in
-``/`` matches its whole subtree, as in Go's ``http.ServeMux``, so
-``/api/v1/approvals/`` also receives ``/api/v1/approvals/<id>``. The built-in
-routes answer GET and HEAD only; added handlers see every method and decide.
+Routes are a table from path to :class:`Route` (a handler, ``async (Request) ->
+Response``, and who may call it). Callers add their own with ``routes=``, the way the
+approval API does; a path ending in ``/`` matches its whole subtree, as in Go's
+``http.ServeMux``, so ``/api/v1/approvals/`` also receives ``/api/v1/approvals/<id>``.
+The built-in routes answer GET and HEAD only; added handlers see every method and decide.
+
+Every route needs a bearer token unless the table marks it public, and only the
+built-in probes are: /metrics, /healthz and /readyz. Authentication happens here,
+before any handler runs, so a route added later is protected without doing anything.
+The token is checked as raw bytes (a header in any encoding is a 401, never a 500),
+the handler receives the caller's :class:`~agent.runtime.approvers.Principal` in
+``request.principal`` and never the ``Authorization`` header itself. Without an
+authenticator (no token configured) the protected routes answer 403.
 """
 
 from __future__ import annotations
@@ -18,8 +26,8 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 import uvicorn
 from prometheus_client import CollectorRegistry
@@ -28,7 +36,9 @@ from prometheus_client.exposition import choose_encoder
 from agent.errors import ConfigError
 from agent.logs import get_logger
 
-__all__ = ["Handler", "HttpApp", "HttpServer", "Readiness", "Request", "Response"]
+from .approvers import Principal, Role
+
+__all__ = ["Authenticator", "Handler", "HttpApp", "HttpServer", "Readiness", "Request", "Response", "Route"]
 
 _MAX_BODY_BYTES = 1 << 20
 _BUILTIN_METHODS = ("GET", "HEAD")
@@ -45,6 +55,7 @@ class Request:
     query: str = ""
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes = b""
+    principal: Principal | None = None  # set by HttpApp on authenticated routes
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +69,31 @@ class Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A handler and who may call it: any token holder by default, ``role`` to ask more.
+
+    ``public=True`` skips authentication; only the built-in probes use it, and a new
+    public route should be as harmless as they are (nothing a producer or an
+    operator wrote, nothing that acts).
+    """
+
+    handler: Handler
+    role: Role = Role.READ
+    public: bool = False
+
+
+class Authenticator(Protocol):
+    """Turns the raw ``Authorization`` header into a caller (``approvers.Approvers``)."""
+
+    @property
+    def enabled(self) -> bool: ...
+
+    def authenticate(self, authorization: bytes) -> Principal | None: ...
+
+
 # (ready, reason): the reason is shown with the 503 when not ready.
 Readiness = Callable[[], tuple[bool, str]]
 _Scope = MutableMapping[str, Any]
@@ -72,14 +108,16 @@ class HttpApp:
         self,
         registry: CollectorRegistry,
         readiness: Readiness,
-        routes: Mapping[str, Handler] | None = None,
+        routes: Mapping[str, Handler | Route] | None = None,
+        authenticator: Authenticator | None = None,
     ) -> None:
         self._registry = registry
         self._readiness = readiness
-        builtin: dict[str, Handler] = {
-            "/metrics": self._metrics,
-            "/healthz": self._healthz,
-            "/readyz": self._readyz,
+        self._authenticator = authenticator
+        builtin: dict[str, Route] = {
+            "/metrics": Route(self._metrics, public=True),
+            "/healthz": Route(self._healthz, public=True),
+            "/readyz": Route(self._readyz, public=True),
         }
         for path in routes or {}:
             if not path.startswith("/"):
@@ -87,7 +125,8 @@ class HttpApp:
             if path in builtin:
                 raise ValueError(f"route {path!r} is built in and cannot be replaced")
         self._builtin = frozenset(builtin)
-        self._routes: dict[str, Handler] = {**builtin, **(routes or {})}
+        added = {p: r if isinstance(r, Route) else Route(r) for p, r in (routes or {}).items()}
+        self._routes: dict[str, Route] = {**builtin, **added}
 
     async def __call__(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
         if scope["type"] != "http":
@@ -120,11 +159,45 @@ class HttpApp:
         if path in self._builtin and request.method not in _BUILTIN_METHODS:
             allow = ", ".join(_BUILTIN_METHODS)
             return Response(405, "method not allowed\n", headers={"allow": allow})
+        route = self._routes[path]
+        if not route.public:
+            principal = self._authenticate(request)
+            if isinstance(principal, Response):
+                return principal
+            if not principal.may(route.role):
+                return Response(403, f"{principal.name!r} may not {route.role.value} here\n")
+            headers = {k: v for k, v in request.headers.items() if k != "authorization"}
+            request = replace(request, headers=headers, principal=principal)
         try:
-            return await self._routes[path](request)
+            return await route.handler(request)
         except Exception:
             _log.exception("http handler failed", method=request.method, path=request.path)
             return Response(500, "internal error; see the agent's log\n")
+
+    def _authenticate(self, request: Request) -> Principal | Response:
+        """The caller, or the 401/403 to send; never raises whatever the header holds."""
+        if self._authenticator is None or not self._authenticator.enabled:
+            return Response(
+                403,
+                "this route needs a token and none is configured: set WATCHKEEPER_APPROVERS_FILE "
+                "(or answer approvals with `watchkeeper actions approve|reject ID`)\n",
+            )
+        # Request headers were decoded as latin-1, which maps every byte to one
+        # character: encoding back gives the exact bytes that were sent.
+        raw = request.headers.get("authorization", "").encode("latin-1")
+        try:
+            principal = self._authenticator.authenticate(raw)
+        except Exception:  # noqa: BLE001 - an authenticator's bug fails closed, logged
+            _log.exception("authenticator failed; the request is refused")
+            principal = None
+        if principal is None:
+            _log.info("http request refused: no valid bearer token", method=request.method, path=request.path[:200])
+            return Response(
+                401,
+                "a valid bearer token is required (Authorization: Bearer <token>)\n",
+                headers={"www-authenticate": 'Bearer realm="watchkeeper"'},
+            )
+        return principal
 
     def _match(self, path: str) -> str | None:
         if path in self._routes:
@@ -156,7 +229,10 @@ async def _write(send: _Send, response: Response, *, head: bool) -> None:
         (b"content-type", response.content_type.encode("latin-1")),
         (b"content-length", str(len(body)).encode("latin-1")),
     ]
-    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()]
+    extra = {k.lower(): v for k, v in response.headers.items()}
+    # no answer of the agent is meant to be sniffed into HTML (a label in /actions' JSON)
+    extra.setdefault("x-content-type-options", "nosniff")
+    headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if head else body})
 
@@ -209,7 +285,11 @@ class HttpServer:
         Called on every /readyz: ``(True, "")`` answers 200, ``(False, reason)``
         answers 503 with the reason.
     routes
-        Extra routes, path to ``async (Request) -> Response``.
+        Extra routes, path to a :class:`Route` or a bare handler ``async (Request) ->
+        Response`` (which then needs any valid token).
+    authenticator
+        Checks the bearer token of every non-public route (``approvers.Approvers``);
+        ``None`` answers 403 on all of them.
     """
 
     def __init__(
@@ -218,11 +298,12 @@ class HttpServer:
         registry: CollectorRegistry,
         readiness: Readiness,
         *,
-        routes: Mapping[str, Handler] | None = None,
+        routes: Mapping[str, Handler | Route] | None = None,
+        authenticator: Authenticator | None = None,
     ) -> None:
         self.host, self._requested_port = _parse_addr(addr)
         self.addr = addr
-        self.app = HttpApp(registry, readiness, routes)
+        self.app = HttpApp(registry, readiness, routes, authenticator)
         self._server: _EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
 

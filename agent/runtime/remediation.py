@@ -6,19 +6,21 @@ audit-topic tail that rebuilds and follows the ledger, and the approval sweep), 
 ``routes`` are served by the agent's HTTP server:
 
 * ``GET /actions``: recent decisions and pending approvals as JSON (``?pending=1``);
+  any valid token (``read`` or ``approve``) may list them;
 * ``POST /actions/{id}/approve`` and ``POST /actions/{id}/reject`` (body, optional:
-  ``{"by": "alice", "reason": "..."}``); they require ``Authorization: Bearer <token>``
-  with the token of ``WATCHKEEPER_ACTIONS_APPROVE_TOKEN_FILE``, and are refused (403)
-  when no token is configured: an open endpoint that lets anyone who reaches the
-  metrics port approve a production change is not a safe default. Without a token,
-  approve with ``watchkeeper actions approve`` (Kafka credentials are the gate).
+  ``{"reason": "..."}``); they need an ``approve`` token. The approver recorded is the
+  name bound to the token (``approvers.Approvers``), never one the caller claims: a
+  ``by`` in the body is ignored. The HTTP server authenticates before these handlers
+  run and answers 403 on every route when no token is configured: an open endpoint
+  that lets anyone who reaches the metrics port approve a production change is not a
+  safe default. Without a token, approve with ``watchkeeper actions approve`` (Kafka
+  credentials are the gate).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -34,7 +36,8 @@ from agent.rules import RuleSet
 
 from .action_context import build_action_context
 from .audit_log import AuditTail
-from .http import Handler, Request, Response
+from .approvers import Role
+from .http import Request, Response, Route
 from .remediator import Annotate, Remediator
 from .selfmetrics import SelfMetrics
 
@@ -42,6 +45,8 @@ __all__ = ["Remediation", "decode_firing"]
 
 _log = get_logger(__name__)
 
+
+_MAX_REASON_CHARS = 1000  # an approval's reason is kept in the audit record; bounded like any input
 
 STALE_ALERT_S = 900.0
 """Alert records published longer ago than this are not acted on: a new consumer group
@@ -164,8 +169,9 @@ class Remediation:
             await self._http.aclose()
 
     # --- HTTP ------------------------------------------------------------------------------
-    def routes(self) -> dict[str, Handler]:
-        return {"/actions": self._list, "/actions/": self._answer}
+    def routes(self) -> dict[str, Route]:
+        """The approval API; listing needs any token, answering an ``approve`` one."""
+        return {"/actions": Route(self._list), "/actions/": Route(self._answer, role=Role.APPROVE)}
 
     async def _list(self, request: Request) -> Response:
         if request.method not in ("GET", "HEAD"):
@@ -191,24 +197,26 @@ class Remediation:
             return Response(404, "use POST /actions/{id}/approve or /actions/{id}/reject\n")
         if request.method != "POST":
             return Response(405, "method not allowed\n", headers={"allow": "POST"})
-        token = self.config.actions_approve_token
-        if not token:
+        principal = request.principal
+        if principal is None or not principal.may(Role.APPROVE):
+            # HttpApp authenticates first; this guards a handler wired without it
             return Response(
                 403,
-                "approvals over HTTP are off: set WATCHKEEPER_ACTIONS_APPROVE_TOKEN_FILE, "
+                "answering approvals over HTTP needs an approver token (WATCHKEEPER_APPROVERS_FILE), "
                 "or answer with `watchkeeper actions approve|reject ID`\n",
             )
-        if not hmac.compare_digest(request.headers.get("authorization", ""), f"Bearer {token}"):
-            return Response(401, "a valid bearer token is required to answer approvals\n")
         try:
             body = json.loads(request.body) if request.body.strip() else {}
             if not isinstance(body, dict):
                 raise ValueError("not an object")
-        except ValueError:
-            return Response(400, 'the body must be a JSON object like {"by": "alice", "reason": "..."}\n')
-        by = str(body.get("by") or request.headers.get("x-forwarded-user") or "http")
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
+            return Response(400, 'the body must be a JSON object like {"reason": "..."}\n')
+        claimed = body.get("by")
+        if claimed is not None and claimed != principal.name:
+            _log.warning("approval names another approver; the token's name is recorded", recorded=principal.name)
+        reason = str(body.get("reason") or "")[:_MAX_REASON_CHARS]
         try:
-            record = await self.remediator.answer(parts[0], by=by, approve=parts[1] == "approve", reason=str(body.get("reason") or ""))
+            record = await self.remediator.answer(parts[0], by=principal.name, approve=parts[1] == "approve", reason=reason)
         except LookupError as exc:
             return Response(404, f"{exc}\n")
         return _json(200, record.to_dict())

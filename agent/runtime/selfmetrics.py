@@ -194,3 +194,15 @@ class SelfMetrics:
             "Alert evaluations that found no series state (the alert then resolves after keep_firing_for); a bug if ever non-zero.",
             registry=r,
         )
+        # drift reports on disk (reports.py): bounded by count and bytes, the oldest deleted first
+        self.reports_deleted = Counter(
+            "watchkeeper_reports_deleted_total",
+            "Drift reports deleted to stay within WATCHKEEPER_REPORT_MAX_COUNT and _MAX_BYTES.",
+            registry=r,
+        )
+        self.reports_bytes = Gauge(
+            "watchkeeper_reports_bytes", "Bytes of drift reports kept on disk.", registry=r
+        )
+        self.reports_kept = Gauge(
+            "watchkeeper_reports", "Drift reports kept on disk.", registry=r
+        )

@@ -70,6 +70,20 @@ def test_fleet_agent_is_hardened_probed_and_sized(fleet):
     assert _configmap(fleet, "watchkeeper-rules")["metadata"]["name"] == "watchkeeper-rules"
 
 
+def test_fleet_mounts_the_approvers_secret_where_the_agent_reads_it(fleet):
+    """HTTP API tokens come from an optional Secret (docs/security-http.md), readable by the agent only."""
+    config = _configmap(fleet, "watchkeeper-config")["data"]
+    pod = find(fleet, "Deployment", "watchkeeper")["spec"]["template"]["spec"]
+    (agent,) = pod["containers"]
+    mount = {m["name"]: m for m in agent["volumeMounts"]}["approvers"]
+    secret = {v["name"]: v for v in pod["volumes"]}["approvers"]["secret"]
+    path = config["WATCHKEEPER_APPROVERS_FILE"]
+    assert path.rpartition("/")[0] == mount["mountPath"] and mount["readOnly"]
+    assert secret["secretName"] == "watchkeeper-approvers" and secret["optional"] is True
+    assert secret["defaultMode"] & 0o077 == 0, "group read comes from fsGroup; nobody else may read a token"
+    assert "APPROVE_TOKEN" not in yaml.safe_dump(fleet), "the single-token shorthand is not how the fleet is configured"
+
+
 def _configmap(docs, name: str) -> dict[str, Any]:
     """The ConfigMap generated as ``name`` (kustomize may add a content-hash suffix)."""
     matches = [d for d in docs if d["kind"] == "ConfigMap"

@@ -301,16 +301,19 @@ async def test_approve_with_the_cli_then_the_agent_executes(
 async def test_approve_and_reject_over_http(
     broker: EmbeddedBroker, unique_topic: Callable[[str], str], tmp_path: Path, recording_kind: None
 ) -> None:
-    alertname, config, system = scenario(broker, unique_topic, tmp_path, "WkHttp", "[{type: recording, mode: approve}]", actions_approve_token="s3cret")
+    alertname, config, system = scenario(
+        broker, unique_topic, tmp_path, "WkHttp", "[{type: recording, mode: approve}]", actions_approve_token="s3cret-0123456789abcdef"
+    )
     async with running(config, system, serve_http=True) as app:
         assert app.http is not None
         base = f"http://127.0.0.1:{app.http.port}"
         await send(broker, config, firing(alertname, "api"))
         await send(broker, config, firing(alertname, "web"))
         await wait_decisions(app, 2, "two requests")
-        auth = {"authorization": "Bearer s3cret"}
+        auth = {"authorization": "Bearer s3cret-0123456789abcdef"}
         async with httpx.AsyncClient(base_url=base) as http:
-            listing = (await http.get("/actions", params={"pending": "1"})).json()
+            assert (await http.get("/actions")).status_code == 401
+            listing = (await http.get("/actions", params={"pending": "1"}, headers=auth)).json()
             pending = {r["target"]: r["id"] for r in listing["pending"]}
             assert set(pending) == {"deployment/api", "deployment/web"} and "recent" not in listing
             assert (await http.post(f"/actions/{pending['deployment/api']}/approve")).status_code == 401
@@ -318,8 +321,9 @@ async def test_approve_and_reject_over_http(
             rejected = await http.post(f"/actions/{pending['deployment/web']}/reject", json={"reason": "no"}, headers=auth)
             missing = await http.post("/actions/0123456789ab/approve", headers=auth)
             records = await wait_decisions(app, 5, "two answers and one execution")
-            recent = (await http.get("/actions")).json()["recent"]
+            recent = (await http.get("/actions", headers=auth)).json()["recent"]
     assert approved.status_code == 200 and approved.json()["outcome"] == "approved"
+    assert approved.json()["agent"] == "approve-token"  # the shorthand token's name, not the claimed "carol"
     assert rejected.status_code == 200 and (rejected.json()["outcome"], rejected.json()["guard"]) == ("skipped", "approval")
     assert missing.status_code == 404
     assert sorted((r.target, r.outcome) for r in records[2:]) == [
@@ -327,6 +331,35 @@ async def test_approve_and_reject_over_http(
     ]
     assert [k for k, t in system.applies] == [records[0].decision_key if records[0].target == "deployment/api" else records[1].decision_key]
     assert recent[0]["id"] == records[-1].id
+
+
+async def test_an_http_approval_records_the_token_owner_not_a_claimed_name(
+    broker: EmbeddedBroker, unique_topic: Callable[[str], str], tmp_path: Path, recording_kind: None
+) -> None:
+    approvers = tmp_path / "approvers"
+    approvers.write_text("alice: alice-token-0123456789abcdef\nbob: bob-token-0123456789abcdef\nviewer: {token: read-0123456789abcdef, role: read}\n")
+    approvers.chmod(0o600)
+    alertname, config, system = scenario(
+        broker, unique_topic, tmp_path, "WkWho", "[{type: recording, mode: approve}]", approvers_file=str(approvers)
+    )
+    async with running(config, system, serve_http=True) as app:
+        assert app.http is not None
+        await send(broker, config, firing(alertname, "api"))
+        (request,) = await wait_decisions(app, 1, "the request")
+        alice = {"authorization": "Bearer alice-token-0123456789abcdef"}
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http.port}") as http:
+            viewer = {"authorization": "Bearer read-0123456789abcdef"}
+            assert [p["id"] for p in (await http.get("/actions", headers=viewer)).json()["pending"]] == [request.id]
+            assert (await http.post(f"/actions/{request.id}/approve", json={"by": "bob"}, headers=viewer)).status_code == 403
+            forged = await http.post(
+                f"/actions/{request.id}/approve", json={"by": "bob"}, headers={**alice, "x-forwarded-user": "bob"}
+            )
+            records = await wait_decisions(app, 3, "the approval and the execution")
+    assert forged.status_code == 200 and forged.json()["agent"] == "alice"
+    assert [(r.outcome, r.agent) for r in records[1:2]] == [("approved", "alice")]
+    durable = [r for r in await audit_topic(broker, config) if r.outcome == "approved"]
+    assert [r.agent for r in durable] == ["alice"]
+    assert system.applies == [(request.decision_key, "deployment/api")]
 
 
 async def test_an_unanswered_request_expires(

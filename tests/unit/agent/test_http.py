@@ -9,7 +9,10 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from agent.errors import ConfigError
+from agent.runtime.approvers import Approvers
 from agent.runtime.http import HttpServer, Request, Response
+
+TOKEN = "test-token-0123456789"  # added routes need a bearer token (test_http_auth.py)
 
 
 class Readiness:
@@ -49,7 +52,7 @@ async def server(
     registry: CollectorRegistry, readiness: Readiness
 ) -> AsyncIterator[HttpServer]:
     routes = {"/api/v1/approvals/": echo, "/broken": broken}
-    server = HttpServer("127.0.0.1:0", registry, readiness, routes=routes)
+    server = HttpServer("127.0.0.1:0", registry, readiness, routes=routes, authenticator=Approvers(shorthand=TOKEN))
     await server.start()
     yield server
     await server.stop()
@@ -58,7 +61,8 @@ async def server(
 @pytest.fixture
 async def http(server: HttpServer) -> AsyncIterator[httpx.AsyncClient]:
     base = f"http://127.0.0.1:{server.port}"
-    async with httpx.AsyncClient(base_url=base, trust_env=False, timeout=5) as client:
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(base_url=base, trust_env=False, timeout=5, headers=auth) as client:
         yield client
 
 
