@@ -102,17 +102,20 @@ def victim(kube: KubeCluster, admin: Any) -> Iterator[str]:
     from kubernetes import client
 
     name = f"victim-{uuid.uuid4().hex[:8]}"
-    client.AppsV1Api(admin).create_namespaced_deployment("kube-system", deployment_manifest(name, 1))
+    apps = client.AppsV1Api(admin)
+    apps.create_namespaced_deployment("kube-system", deployment_manifest(name, 1))
+    wait_until(lambda: apps.read_namespaced_deployment(name, "kube-system").status.updated_replicas == 1, what="victim reconciled")
     yield name
     client.AppsV1Api(admin).delete_namespaced_deployment(name, "kube-system")
 
 
-def _state(admin: Any, name: str) -> tuple[str, dict[str, str], dict[str, str], int]:
+def _state(admin: Any, name: str) -> tuple[int, dict[str, str], dict[str, str], int]:
+    """What an action would change: generation (bumped by any spec or annotation write), annotations, replicas."""
     from kubernetes import client
 
     dep = client.AppsV1Api(admin).read_namespaced_deployment(name, "kube-system")
     template = dict(dep.spec.template.metadata.annotations or {})
-    return str(dep.metadata.resource_version), dict(dep.metadata.annotations or {}), template, int(dep.spec.replicas)
+    return int(dep.metadata.generation), dict(dep.metadata.annotations or {}), template, int(dep.spec.replicas)
 
 
 def _forged_alerts(victim: str, allowed: str, labels: dict[str, str]) -> list[tuple[Alert, str]]:

@@ -200,3 +200,17 @@ def test_no_action_module_calls_the_kubernetes_api_around_the_checked_wrappers()
     api = re.compile(r"\b(?:AppsV1Api|AutoscalingV\w*Api|BatchV1Api|CoordinationV1Api|CoreV1Api|CustomObjectsApi|ApiClient)\s*\(")
     offenders = [p.name for p in root.glob("*.py") if p.name not in wrappers and api.search(p.read_text())]
     assert offenders == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.from_regex(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", fullmatch=True),
+    st.lists(st.from_regex(r"[a-z0-9]([-a-z0-9]{0,20}[a-z0-9])?", fullmatch=True), min_size=1, max_size=4),
+)
+def test_every_valid_name_in_an_allowed_namespace_is_accepted(namespace: str, parts: list[str]) -> None:
+    """The other direction: the checks refuse nothing Kubernetes itself would accept (within the allow-list)."""
+    from actions.kube_target import KubeScope
+
+    name = ".".join(parts)  # at most 4 x 22 + 3 characters: always a DNS-1123 subdomain
+    target = KubeScope(None, {namespace}).namespace(namespace).object("deployment", name)
+    assert (target.ns, target.name, target.kind) == (namespace, name, "deployment")
