@@ -9,6 +9,7 @@ real MLflow server are in tests/integration/test_action_targets.py.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -47,12 +48,13 @@ def _forged(**labels: str) -> Alert:
 class Agent:
     """The remediator in enforce mode, allowed only ``ml-serving``, watching every Kubernetes request."""
 
-    def __init__(self, rules: RuleSet) -> None:
+    def __init__(self, rules: RuleSet, publish: Any = None) -> None:
         self.api = RecordingApiClient(forward=False)
         self.topic = Topic()
         self.metrics = SelfMetrics()
         context = ActionContext(
             kube_api_client=self.api,
+            publish=publish,
             mlflow_tracking_uri="http://127.0.0.1:9",  # nothing there: any MLflow call would fail the decision
             namespaces=frozenset({"ml-serving"}),
             lock=LocalLock(),
@@ -214,3 +216,16 @@ def test_every_valid_name_in_an_allowed_namespace_is_accepted(namespace: str, pa
     name = ".".join(parts)  # at most 4 x 22 + 3 characters: always a DNS-1123 subdomain
     target = KubeScope(None, {namespace}).namespace(namespace).object("deployment", name)
     assert (target.ns, target.name, target.kind) == (namespace, name, "deployment")
+
+
+async def test_retrain_with_allowed_models_refuses_others_before_publishing(tmp_path: Path) -> None:
+    published: list[tuple[str, bytes, bytes]] = []
+
+    async def publish(topic: str, key: bytes, value: bytes) -> None:
+        published.append((topic, key, value))
+
+    rules = _rules(tmp_path, "          - {type: retrain, mode: enforce, allowed: {patterns: ['fraud(-[a-z]+)?']}}\n")
+    agent = Agent(rules, publish)
+    await agent.remediator.handle([_forged(model="payments"), _forged(model="fraud-eu")])
+    assert [(r.outcome, r.guard) for r in agent.topic.records] == [("skipped", "allowed-names"), ("executed", None)]
+    assert [key for _, key, _ in published] == [b"fraud-eu"]
