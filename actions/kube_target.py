@@ -9,7 +9,8 @@ the check is a type:
 
 * :class:`KubeScope` is built from the agent's API client and its namespace
   allow-list (``WATCHKEEPER_ACTIONS_NAMESPACES``). :meth:`KubeScope.namespace` is the only
-  maker of a :class:`KubeNamespace`: a DNS-1123 label (63 characters) in the allow-list.
+  maker of a :class:`KubeNamespace`: a DNS-1123 label (63 characters) in the allow-list
+  (without one: any but Kubernetes' own ``kube-*`` namespaces).
 * :meth:`KubeNamespace.object` is the only maker of a :class:`KubeTarget`: one object of
   one kind, its name a DNS-1123 subdomain (253 characters; Jobs and Leases: a label,
   63, because the name becomes a label value).
@@ -44,6 +45,8 @@ SUBDOMAIN_MAX = 253
 _LABEL_NAMED: frozenset[str] = frozenset({"job", "lease"})
 """Kinds whose names must also be a label (a Job's name becomes its Pods' ``job-name`` label)."""
 _SEAL = object()
+_SYSTEM_PREFIX = "kube-"
+"""Kubernetes' own namespaces (kube-system, kube-public, kube-node-lease): never a target unless listed by name."""
 
 
 def _shown(value: str) -> str:
@@ -97,7 +100,8 @@ class KubeScope:
         An official-client ``ApiClient``, or None when the agent has no cluster (every
         use then raises ``NotConfigured``, after the names were checked).
     namespaces
-        The allow-list; None allows every (valid) namespace.
+        The allow-list; None allows every valid namespace except Kubernetes' own
+        (``kube-*``), which only an allow-list naming them opens.
     """
 
     def __init__(self, api_client: Any, namespaces: Collection[str] | None = None) -> None:
@@ -110,6 +114,10 @@ class KubeScope:
         if self.namespaces is not None and name not in self.namespaces:
             allowed = ", ".join(sorted(self.namespaces)) or "none"
             raise TargetRefused("namespace", f"{what} {name} is not in the allow-list ({allowed})")
+        if self.namespaces is None and name.startswith(_SYSTEM_PREFIX):
+            raise TargetRefused(
+                "namespace", f"{what} {name} is a Kubernetes system namespace; list it in WATCHKEEPER_ACTIONS_NAMESPACES to allow it"
+            )
         return KubeNamespace(name, self, _seal=_SEAL)
 
     def api_client(self) -> Any:

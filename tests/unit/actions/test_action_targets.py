@@ -229,3 +229,15 @@ async def test_retrain_with_allowed_models_refuses_others_before_publishing(tmp_
     await agent.remediator.handle([_forged(model="payments"), _forged(model="fraud-eu")])
     assert [(r.outcome, r.guard) for r in agent.topic.records] == [("skipped", "allowed-names"), ("executed", None)]
     assert [key for _, key, _ in published] == [b"fraud-eu"]
+
+
+@pytest.mark.parametrize("namespace", ["kube-system", "kube-public", "kube-node-lease"])
+def test_without_an_allow_list_kubernetes_own_namespaces_stay_closed(namespace: str) -> None:
+    from actions.base import TargetRefused
+    from actions.kube_target import KubeScope
+
+    with pytest.raises(TargetRefused, match="system namespace") as refused:
+        KubeScope(None, None).namespace(namespace)
+    assert refused.value.guard == "namespace"
+    assert KubeScope(None, None).namespace("ml-serving").name == "ml-serving"
+    assert KubeScope(None, {namespace}).namespace(namespace).name == namespace  # listed by name: allowed
