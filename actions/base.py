@@ -124,7 +124,7 @@ class TargetRefused(ActionFailed):
     """A target the action may not touch, refused before any request (see :mod:`actions.kube_target`).
 
     ``guard`` names the check that refused (``namespace``, ``kube-name``,
-    ``allowed-names``); the remediator audits the decision as ``skipped`` by that guard
+    ``allowed-names``, ``registry-name``); the remediator audits the decision as ``skipped`` by that guard
     and counts it, like the guards in :mod:`actions.guards`.
     """
 

@@ -183,7 +183,6 @@ class Retrain(Action):
 
         return decision_key(alert.rule_id, alert.fingerprint, alert.active_at, 0, target.key)
 
-
     @property
     def topic(self) -> str:
         return self.params.topic or str(self.context.extra.get("retrain_topic") or "watchkeeper.retrain")

@@ -18,8 +18,8 @@ producer sets, so it must be in the rule's ``allowed`` list (exact names or full
 RE2 patterns, :mod:`actions.allowed_names`), and ``restart``'s namespace and Deployment
 must pass :mod:`actions.kube_target` (the namespace allow-list, Kubernetes names); both
 are checked in ``target``, before any MLflow or Kubernetes request, and a refusal is
-audited as ``skipped`` by guard ``allowed-names``, ``namespace`` or ``kube-name``. Its key (``model/fraud``) scopes cooldowns,
-budgets and the lease. ``name`` defaults to ``{{ $labels.model }}`` for models and
+audited as ``skipped`` by guard ``allowed-names``, ``namespace`` or ``kube-name``. Its
+key (``model/fraud``) scopes cooldowns, budgets and the lease. ``name`` defaults to ``{{ $labels.model }}`` for models and
 ``{{ $labels.prompt }}`` for prompts (an LLM service that puts no ``prompt`` label on its
 alerts must name the prompt in the rule, literally or from another label).
 
