@@ -110,6 +110,11 @@ class KubeScope:
 
     def namespace(self, name: str, what: str = "namespace") -> KubeNamespace:
         """``name`` checked as a namespace and against the allow-list; ``TargetRefused`` otherwise."""
+        self.check(name, what)
+        return KubeNamespace(name, self, _seal=_SEAL)
+
+    def check(self, name: str, what: str = "namespace") -> str:
+        """``name`` if it is a namespace this scope allows, else ``TargetRefused``."""
         check_label(name, what)
         if self.namespaces is not None and name not in self.namespaces:
             allowed = ", ".join(sorted(self.namespaces)) or "none"
@@ -118,7 +123,7 @@ class KubeScope:
             raise TargetRefused(
                 "namespace", f"{what} {name} is a Kubernetes system namespace; list it in WATCHKEEPER_ACTIONS_NAMESPACES to allow it"
             )
-        return KubeNamespace(name, self, _seal=_SEAL)
+        return name
 
     def api_client(self) -> Any:
         if self._api_client is None:
@@ -135,9 +140,9 @@ class KubeNamespace:
     _seal: object = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self._seal is not _SEAL:
+        if self._seal is not _SEAL or not isinstance(self.scope, KubeScope):
             raise TypeError("a KubeNamespace is made by KubeScope.namespace(), which checks it")
-        check_label(self.name, "namespace")
+        self.scope.check(self.name)  # again: dataclasses.replace() must not open a way around it
 
     def object(self, kind: ObjectKind, name: str, what: str | None = None) -> KubeTarget:
         """One object of ``kind`` in this namespace, its name checked; ``TargetRefused`` otherwise."""

@@ -8,6 +8,7 @@ real MLflow server are in tests/integration/test_action_targets.py.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +192,13 @@ def test_checked_targets_cannot_be_made_around_the_factory() -> None:
         KubeTarget(scope.namespace("ml-serving"), "deployment", "web")
     with pytest.raises(TypeError):
         KubeTarget("kube-system", "deployment", "web")  # type: ignore[arg-type]
+    from actions.base import TargetRefused
+
+    checked = scope.namespace("ml-serving")
+    with pytest.raises(TargetRefused):
+        dataclasses.replace(checked, name="kube-system")
+    with pytest.raises(TargetRefused):
+        dataclasses.replace(checked.object("deployment", "web"), name="../x")
 
 
 def test_no_action_module_calls_the_kubernetes_api_around_the_checked_wrappers() -> None:
