@@ -23,12 +23,15 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agent.duration import parse_duration
 from agent.model import Alert
+
+if TYPE_CHECKING:
+    from .kube_target import KubeScope
 
 __all__ = [
     "Action",
@@ -41,6 +44,7 @@ __all__ = [
     "Plan",
     "Target",
     "TargetLock",
+    "TargetRefused",
     "TransientActionError",
 ]
 
@@ -116,6 +120,20 @@ class ActionFailed(Exception):
     """A failure retrying cannot fix (403, 404, invalid template); reported at once."""
 
 
+class TargetRefused(ActionFailed):
+    """A target the action may not touch, refused before any request (see :mod:`actions.kube_target`).
+
+    ``guard`` names the check that refused (``namespace``, ``kube-name``,
+    ``allowed-names``, ``registry-name``); the remediator audits the decision as ``skipped`` by that guard
+    and counts it, like the guards in :mod:`actions.guards`.
+    """
+
+    def __init__(self, guard: str, reason: str) -> None:
+        super().__init__(reason)
+        self.guard = guard
+        self.reason = reason
+
+
 class TargetLock(Protocol):
     """Mutual exclusion per target across agents (a Kubernetes Lease in production).
 
@@ -166,6 +184,12 @@ class ActionContext:
         self.lock = lock  # None: the runtime's in-process lock (one agent only)
         self.agent_id = agent_id  # names this agent in marks, lease holders and audit
         self.extra = dict(extra or {})
+
+    def kube_scope(self) -> KubeScope:
+        """The checked way to the Kubernetes API (:class:`actions.kube_target.KubeScope`): allow-list and names."""
+        from .kube_target import KubeScope
+
+        return KubeScope(self.kube_api_client, self.namespaces)
 
 
 class Action(abc.ABC):

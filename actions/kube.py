@@ -1,6 +1,8 @@
 """Kubernetes reads and writes the actions share, over the official (sync) ``kubernetes`` client.
 
-Every function here blocks; actions call them through ``asyncio.to_thread``. Each one
+Every function takes a :class:`~actions.kube_target.KubeTarget` (namespace allow-list
+and names checked before any request; the API client comes from it), never a raw
+client and strings. Every function here blocks; actions call them through ``asyncio.to_thread``. Each one
 follows the desired-state habit: read, compare, write with the ``resourceVersion`` that
 was read (a stale write is a 409, never a lost update), and on 409 read again and
 retry a bounded number of times. Errors leave as the two kinds the runtime knows:
@@ -21,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from actions.base import ActionFailed, TransientActionError
+from actions.kube_target import KubeTarget
 
 __all__ = [
     "LAST_ACTION",
@@ -128,6 +131,13 @@ def retry_conflicts(what: str, attempt: Callable[[], _T], conflicts: list[int]) 
 # -- Deployments and their scale ----------------------------------------------------
 
 
+def _deployment(target: KubeTarget) -> tuple[str, str]:
+    """``(namespace, name)`` of a checked Deployment target; anything else is a programming error."""
+    if not isinstance(target, KubeTarget) or target.kind != "deployment":
+        raise TypeError(f"expected a checked deployment KubeTarget, got {target!r}")
+    return target.ns, target.name
+
+
 @dataclass(frozen=True, slots=True)
 class ScaleState:
     """What the scale action reads: the Deployment's replicas, its mark and rollout state."""
@@ -148,9 +158,10 @@ class ScaleState:
         }
 
 
-def read_deployment(api_client: Any, namespace: str, name: str) -> ScaleState:
+def read_deployment(target: KubeTarget) -> ScaleState:
+    namespace, name = _deployment(target)
     with kube_errors(f"read deployment {namespace}/{name}"):
-        dep = apis().AppsV1Api(api_client).read_namespaced_deployment(name, namespace)
+        dep = apis().AppsV1Api(target.api_client()).read_namespaced_deployment(name, namespace)
     return ScaleState(
         replicas=int(dep.spec.replicas if dep.spec.replicas is not None else 1),
         resource_version=str(dep.metadata.resource_version),
@@ -200,21 +211,23 @@ def rollout_in_progress(dep: Any) -> str | None:
     return None
 
 
-def read_scale(api_client: Any, namespace: str, name: str) -> tuple[int, str]:
+def read_scale(target: KubeTarget) -> tuple[int, str]:
     """``(spec.replicas, resourceVersion)`` from the scale subresource."""
+    namespace, name = _deployment(target)
     with kube_errors(f"read scale of deployment {namespace}/{name}"):
-        scale = apis().AppsV1Api(api_client).read_namespaced_deployment_scale(name, namespace)
+        scale = apis().AppsV1Api(target.api_client()).read_namespaced_deployment_scale(name, namespace)
     return int(scale.spec.replicas or 0), str(scale.metadata.resource_version)
 
 
-def scale_deployment(api_client: Any, namespace: str, name: str, replicas: int) -> dict[str, Any]:
+def scale_deployment(target: KubeTarget, replicas: int) -> dict[str, Any]:
     """Set ``spec.replicas`` through the scale subresource, guarded by resourceVersion.
 
     Re-reads and retries on 409 (another writer, or the controller-manager, got there
     first); returns ``{"replicas", "resource_version", "conflicts", "changed"}``. Already at
     ``replicas``: no write at all.
     """
-    apps = apis().AppsV1Api(api_client)
+    namespace, name = _deployment(target)
+    apps = apis().AppsV1Api(target.api_client())
     conflicts: list[int] = []
     changed = [False]
 
@@ -236,15 +249,16 @@ def scale_deployment(api_client: Any, namespace: str, name: str, replicas: int) 
     }
 
 
-def annotate_deployment(api_client: Any, namespace: str, name: str, annotations: Mapping[str, str]) -> str:
+def annotate_deployment(target: KubeTarget, annotations: Mapping[str, str]) -> str:
     """Merge ``annotations`` into the Deployment's metadata; returns the new resourceVersion.
 
     No resourceVersion precondition: a merge of our own annotation keys commutes with
     every other writer, so a conflict could only make this fail for nothing.
     """
+    namespace, name = _deployment(target)
     body = {"metadata": {"annotations": dict(annotations)}}
     with kube_errors(f"annotate deployment {namespace}/{name}"):
-        dep = apis().AppsV1Api(api_client).patch_namespaced_deployment(name, namespace, body, _content_type=MERGE_PATCH)
+        dep = apis().AppsV1Api(target.api_client()).patch_namespaced_deployment(name, namespace, body, _content_type=MERGE_PATCH)
     return str(dep.metadata.resource_version)
 
 
@@ -252,7 +266,7 @@ def mark_annotations(key: str, target: str, agent_id: str) -> dict[str, str]:
     return {LAST_ACTION: key, LAST_ACTION_TARGET: target, LAST_ACTION_AT: _now_rfc3339(), LAST_ACTION_BY: agent_id}
 
 
-def restart_deployment(api_client: Any, namespace: str, name: str, reason: str, *, key: str | None = None) -> dict[str, Any]:
+def restart_deployment(target: KubeTarget, reason: str, *, key: str | None = None) -> dict[str, Any]:
     """``kubectl rollout restart``: stamp the Pod template so the controller rolls new Pods.
 
     Strategic merge patch of ``spec.template.metadata.annotations[kubectl.kubernetes.io/restartedAt]``
@@ -260,7 +274,8 @@ def restart_deployment(api_client: Any, namespace: str, name: str, reason: str, 
     decision key) the restart is idempotent: a Deployment already carrying that key is
     left alone and ``{"restarted": False}`` comes back. Blocking; wrap in ``asyncio.to_thread``.
     """
-    apps = apis().AppsV1Api(api_client)
+    namespace, name = _deployment(target)
+    apps = apis().AppsV1Api(target.api_client())
     what = f"restart deployment {namespace}/{name}"
     if key:
         with kube_errors(what):

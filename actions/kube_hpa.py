@@ -14,19 +14,23 @@ from typing import Any
 
 from actions.base import ActionFailed
 from actions.kube import MERGE_PATCH, apis, kube_errors, retry_conflicts
+from actions.kube_target import KubeTarget
 
 __all__ = ["find_hpa", "raise_hpa_min_replicas"]
 
 
-def find_hpa(api_client: Any, namespace: str, deployment: str) -> dict[str, Any] | None:
+def find_hpa(target: KubeTarget) -> dict[str, Any] | None:
     """The HPA whose scaleTargetRef is this Deployment, as ``{name, min_replicas, max_replicas, resource_version}``.
 
     Listing is needed because nothing ties an HPA's name to its target. Two HPAs on
     one Deployment is a misconfiguration Kubernetes itself refuses to act on
     (``AmbiguousSelector``); it is an ``ActionFailed`` here too.
     """
+    if target.kind != "deployment":
+        raise TypeError(f"find_hpa takes a checked deployment, not {target}")
+    namespace, deployment = target.ns, target.name
     with kube_errors(f"list HPAs in {namespace}"):
-        hpas = apis().AutoscalingV1Api(api_client).list_namespaced_horizontal_pod_autoscaler(namespace).items
+        hpas = apis().AutoscalingV1Api(target.api_client()).list_namespaced_horizontal_pod_autoscaler(namespace).items
     found = [
         h
         for h in hpas
@@ -48,9 +52,12 @@ def find_hpa(api_client: Any, namespace: str, deployment: str) -> dict[str, Any]
     }
 
 
-def raise_hpa_min_replicas(api_client: Any, namespace: str, name: str, min_replicas: int) -> dict[str, Any]:
+def raise_hpa_min_replicas(target: KubeTarget, min_replicas: int) -> dict[str, Any]:
     """Raise (never lower) the HPA's ``minReplicas`` to ``min_replicas``; read-compare-patch, retry on 409."""
-    autoscaling = apis().AutoscalingV1Api(api_client)
+    if target.kind != "hpa":
+        raise TypeError(f"raise_hpa_min_replicas takes a checked hpa, not {target}")
+    namespace, name = target.ns, target.name
+    autoscaling = apis().AutoscalingV1Api(target.api_client())
     conflicts: list[int] = []
     changed = [False]
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from actions.base import ActionFailed, TransientActionError
 from actions.kube import api_status, kube_errors
+from actions.kube_target import KubeNamespace, KubeTarget
 
 __all__ = ["DECISION_LABEL", "MODEL_LABEL", "create_job_once", "job_name", "open_jobs"]
 
@@ -56,13 +57,16 @@ def _finished(job: Any) -> bool:
     return bool(status.completion_time)
 
 
-def open_jobs(api_client: Any, namespace: str, model: str) -> list[dict[str, Any]]:
-    """Jobs for ``model`` in ``namespace`` that have not completed or failed, oldest first."""
+def open_jobs(where: KubeNamespace, model: str) -> list[dict[str, Any]]:
+    """Jobs for ``model`` in the checked namespace ``where`` that have not completed or failed, oldest first."""
     from kubernetes import client
 
+    if not isinstance(where, KubeNamespace):
+        raise TypeError(f"open_jobs takes a checked KubeNamespace, not {where!r}")
+    namespace = where.name
     selector = f"{MODEL_LABEL}={label_value(model)}"
     with kube_errors(f"list jobs {selector} in {namespace}"):
-        jobs = client.BatchV1Api(api_client).list_namespaced_job(namespace, label_selector=selector).items
+        jobs = client.BatchV1Api(where.api_client()).list_namespaced_job(namespace, label_selector=selector).items
     found = [
         {
             "name": j.metadata.name,
@@ -109,16 +113,18 @@ def build_job(
     return job
 
 
-def create_job_once(api_client: Any, namespace: str, job: Mapping[str, Any]) -> dict[str, Any]:
-    """Create ``job``; if one of that name exists already (a re-run of this decision), return it.
+def create_job_once(target: KubeTarget, job: Mapping[str, Any]) -> dict[str, Any]:
+    """Create ``job`` as the checked ``target``; if one of that name exists already (a re-run of this decision), return it.
 
     ``{"job", "namespace", "created", "decision_key"}``. A name clash with a Job of a
     different decision is an ``ActionFailed``: never adopt someone else's Job.
     """
     from kubernetes import client
 
-    batch = client.BatchV1Api(api_client)
-    name = job["metadata"]["name"]
+    if not isinstance(target, KubeTarget) or target.kind != "job" or job["metadata"]["name"] != target.name:
+        raise TypeError(f"create_job_once takes the checked job target of the manifest, not {target!r}")
+    namespace, name = target.ns, target.name
+    batch = client.BatchV1Api(target.api_client())
     key = job["metadata"]["labels"][DECISION_LABEL]
     try:
         with kube_errors(f"create job {namespace}/{name}"):

@@ -54,4 +54,6 @@ def render_label_template(template: str, labels: Mapping[str, str], what: str) -
             raise ActionFailed(f"{what}: the alert has no label {name!r} (template {template!r})")
         return value
 
-    return _ACTION.sub(one, template).strip()
+    # Only the rule's own text is trimmed: a label value is used as sent, so "web\n" is
+    # refused as a name rather than quietly read as "web".
+    return _ACTION.sub(one, template.strip())

@@ -25,6 +25,7 @@ from typing import Any
 
 from actions.base import ActionFailed, TargetLock, TransientActionError
 from actions.kube import api_status, kube_errors
+from actions.kube_target import KubeScope, KubeTarget
 
 __all__ = ["KubeLeaseLock", "lease_name"]
 
@@ -66,6 +67,12 @@ class KubeLeaseLock(TargetLock):
     def __init__(self, api_client: Any, namespace: str) -> None:
         self.api_client = api_client
         self.namespace = namespace
+        # The agent's own namespace, fixed at start (never from a label); checked like any
+        # target, and the only namespace this lock's requests can reach.
+        self._where = KubeScope(api_client, {namespace}).namespace(namespace, "lease namespace")
+
+    def _lease(self, key: str) -> KubeTarget:
+        return self._where.object("lease", lease_name(key))
 
     async def acquire(self, key: str, holder: str, ttl_s: float) -> bool:
         return await asyncio.to_thread(self._acquire, key, holder, ttl_s)
@@ -75,28 +82,29 @@ class KubeLeaseLock(TargetLock):
 
     def holder(self, key: str) -> str | None:
         """Who holds the Lease for ``key`` now (expired or not), for diagnostics and tests."""
-        lease = self._read(lease_name(key))
+        lease = self._read(self._lease(key))
         return None if lease is None else lease.spec.holder_identity
 
-    def _api(self) -> Any:
+    def _api(self, lease: KubeTarget) -> Any:
         from kubernetes import client
 
-        return client.CoordinationV1Api(self.api_client)
+        return client.CoordinationV1Api(lease.api_client())
 
-    def _read(self, name: str) -> Any:
+    def _read(self, lease: KubeTarget) -> Any:
         try:
-            with kube_errors(f"read lease {self.namespace}/{name}"):
-                return self._api().read_namespaced_lease(name, self.namespace)
+            with kube_errors(f"read lease {lease.ns}/{lease.name}"):
+                return self._api(lease).read_namespaced_lease(lease.name, lease.ns)
         except ActionFailed as error:
             if api_status(error) == 404:
                 return None
             raise
 
     def _acquire(self, key: str, holder: str, ttl_s: float) -> bool:
-        name = lease_name(key)
+        where = self._lease(key)
+        name = where.name
         now = datetime.now(UTC)
         duration = max(1, math.ceil(ttl_s))
-        lease = self._read(name)
+        lease = self._read(where)
         try:
             if lease is None:
                 body = {
@@ -113,8 +121,8 @@ class KubeLeaseLock(TargetLock):
                         "leaseTransitions": 0,
                     },
                 }
-                with kube_errors(f"create lease {self.namespace}/{name}"):
-                    self._api().create_namespaced_lease(self.namespace, body)
+                with kube_errors(f"create lease {where.ns}/{name}"):
+                    self._api(where).create_namespaced_lease(where.ns, body)
                 return True
             spec = lease.spec
             current = spec.holder_identity or ""
@@ -126,6 +134,7 @@ class KubeLeaseLock(TargetLock):
             transitions = int(spec.lease_transitions or 0) + (0 if current == holder else 1)
             acquired = now if current != holder else (_parse_time(spec.acquire_time) or now)
             self._replace(
+                where,
                 lease,
                 key,
                 {
@@ -142,9 +151,9 @@ class KubeLeaseLock(TargetLock):
                 return False  # another agent created or updated it between our read and write
             raise
 
-    def _replace(self, lease: Any, key: str, spec: dict[str, Any]) -> None:
+    def _replace(self, where: KubeTarget, lease: Any, key: str, spec: dict[str, Any]) -> None:
         """Write ``spec`` over the Lease just read, guarded by its resourceVersion (409 if it moved)."""
-        name = lease.metadata.name
+        name = where.name
         body = {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
@@ -156,13 +165,13 @@ class KubeLeaseLock(TargetLock):
             },
             "spec": spec,
         }
-        with kube_errors(f"update lease {self.namespace}/{name}"):
-            self._api().replace_namespaced_lease(name, self.namespace, body)
+        with kube_errors(f"update lease {where.ns}/{name}"):
+            self._api(where).replace_namespaced_lease(name, where.ns, body)
 
     def _release(self, key: str, holder: str) -> None:
-        name = lease_name(key)
+        where = self._lease(key)
         for _ in range(3):
-            lease = self._read(name)
+            lease = self._read(where)
             if lease is None or (lease.spec.holder_identity or "") != holder:
                 return
             try:
@@ -171,7 +180,7 @@ class KubeLeaseLock(TargetLock):
                     "leaseDurationSeconds": lease.spec.lease_duration_seconds,
                     "leaseTransitions": int(lease.spec.lease_transitions or 0),
                 }
-                self._replace(lease, key, spec)
+                self._replace(where, lease, key, spec)
                 return
             except TransientActionError as error:
                 if api_status(error) != 409:

@@ -2,6 +2,8 @@
 
 For a remediation channel next to the pages Alertmanager sends: the message is
 Slack-compatible JSON (``text`` plus one attachment), which most chat webhooks accept.
+Label and annotation values are escaped (:mod:`actions.slack_text`): a producer cannot
+make the message link, mention ``@channel``, format or add lines.
 The URL is a secret (a Slack webhook URL carries its token), so a rule names the
 environment variable that holds it (``url_env``) rather than the URL itself; a literal
 ``url`` is accepted for internal endpoints that need no secret.
@@ -33,6 +35,7 @@ from pydantic import Field, model_validator
 from agent.model import Alert
 
 from .base import Action, ActionFailed, ActionParams, Plan, Target, TransientActionError
+from .slack_text import escape_value
 
 __all__ = ["Notify", "NotifyParams"]
 
@@ -134,21 +137,31 @@ class Notify(Action):
         return {"webhook": where, "status": response.status_code}
 
     def message(self, alert: Alert) -> dict[str, Any]:
-        """The Slack-compatible body: a one-line ``text`` and an attachment with the details."""
-        series = ", ".join(f"{k}={v}" for k, v in sorted(alert.labels.items()) if k != "alertname")
+        """The Slack-compatible body: a one-line ``text`` and an attachment with the details.
+
+        Every label and annotation value (and the alert's name) is untrusted: it goes
+        through :func:`actions.slack_text.escape_value`, and mrkdwn is off, so a value
+        shows as typed and can neither link, mention, format nor add a line. The rule's
+        own ``text`` is the rule author's and is left as written.
+        """
+        esc = escape_value
+        series = ", ".join(f"{esc(k)}={esc(v)}" for k, v in sorted(alert.labels.items()) if k != "alertname")
         summary = alert.annotations.get("summary", "")
         since = datetime.fromtimestamp(alert.active_at, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        lines = [f"[{alert.state.value.upper()}] {alert.name} {{{series}}}"]
+        lines = [f"[{alert.state.value.upper()}] {esc(alert.name)} {{{series}}}"]
         if summary:
-            lines.append(summary)
+            lines.append(esc(summary))
         if self.params.text:
             lines.append(self.params.text)
-        details = [f"fingerprint: {alert.fingerprint}", f"active since: {since}"]
-        details += [f"{k}: {v}" for k, v in sorted(alert.annotations.items()) if k != "summary" and v]
-        body: dict[str, Any] = {
-            "text": "\n".join(lines),
-            "attachments": [{"title": f"{alert.name} ({alert.rule_id})", "text": "\n".join(details), "color": "danger"}],
+        details = [f"fingerprint: {esc(alert.fingerprint)}", f"active since: {since}"]
+        details += [f"{esc(k)}: {esc(v)}" for k, v in sorted(alert.annotations.items()) if k != "summary" and v]
+        attachment = {
+            "title": f"{esc(alert.name)} ({esc(alert.rule_id)})",
+            "text": "\n".join(details),
+            "color": "danger",
+            "mrkdwn_in": [],
         }
+        body: dict[str, Any] = {"text": "\n".join(lines), "mrkdwn": False, "attachments": [attachment]}
         if self.params.channel:
             body["channel"] = self.params.channel
         if self.params.username:

@@ -53,6 +53,7 @@ from pydantic import Field, field_validator, model_validator
 from agent.model import Alert
 
 from .base import Action, ActionFailed, ActionParams, NotConfigured, Plan, Target, TransientActionError
+from .allowed_names import AllowedNames
 from .kube_jobs import build_job, create_job_once, job_name, label_value, open_jobs
 from .label_template import check_label_template, render_label_template
 
@@ -78,6 +79,9 @@ class RetrainParams(ActionParams):
         How much data before the alert the retraining should look at.
     min_interval
         Minimum time between two requests for one model (the ``cooldown``).
+    allowed
+        Optional ``{names, patterns}`` (RE2, whole name): the models this entry may ask
+        to retrain; another model from the labels is refused and audited.
     """
 
     via: Literal["topic", "job"] = "topic"
@@ -89,6 +93,7 @@ class RetrainParams(ActionParams):
     window: float = Field(86_400.0, description="Data window before the alert (default 24h).")
     cooldown: float = Field(6 * 3600.0, alias="min_interval", description="Minimum time between requests per model.")
     max_per_hour: int = Field(1, ge=0)
+    allowed: AllowedNames | None = None
 
     @field_validator("model", "model_version", "namespace")
     @classmethod
@@ -162,10 +167,13 @@ class Retrain(Action):
         return model, version
 
     def target(self, alert: Alert) -> Target:
+        """The model (checked against ``allowed``), and for ``via: job`` the checked namespace, before any request."""
         model, _ = self._model(alert)
+        if self.params.allowed is not None:
+            self.params.allowed.check(model, "model")
         if self.params.via == "job":
             namespace = render_label_template(self.params.namespace or "", alert.labels, "namespace")
-            return Target("retrain", label_value(model), namespace)
+            return Target("retrain", label_value(model), self.context.kube_scope().namespace(namespace).name)
         return Target("retrain", model)
 
     def _key(self, alert: Alert, target: Target) -> str:
@@ -174,11 +182,6 @@ class Retrain(Action):
         from .audit import decision_key
 
         return decision_key(alert.rule_id, alert.fingerprint, alert.active_at, 0, target.key)
-
-    def _api(self) -> Any:
-        if self.context.kube_api_client is None:
-            raise NotConfigured("no Kubernetes API client: set WATCHKEEPER_KUBECONFIG or run in a cluster")
-        return self.context.kube_api_client
 
     @property
     def topic(self) -> str:
@@ -191,9 +194,11 @@ class Retrain(Action):
         if self.params.via == "topic":
             after = {"topic": self.topic, "model": model, "model_version": version}
             return Plan(target, {}, after, reason=f"publish a retrain request for {model} to {self.topic}", detail=detail)
-        jobs = await asyncio.to_thread(open_jobs, self._api(), target.namespace, model)
+        where = self.context.kube_scope().namespace(target.namespace)
+        name = where.object("job", job_name(f"retrain-{label_value(model).lower()}-", key)).name
+        where.api_client()  # NotConfigured before anything else
+        jobs = await asyncio.to_thread(open_jobs, where, model)
         before = {"open_jobs": [j["name"] for j in jobs]}
-        name = job_name(f"retrain-{label_value(model).lower()}-", key)
         after = {"job": name, "namespace": target.namespace, "model": model, "model_version": version}
         mine = [j for j in jobs if j["decision_key"] == key[:63]]
         if mine:
@@ -231,5 +236,6 @@ class Retrain(Action):
             "WATCHKEEPER_WINDOW_TO": repr(request["window"]["to"]),
         }
         assert self.params.job_template is not None
-        job = build_job(self.params.job_template, str(plan.after["job"]), model, key, env, request)
-        return await asyncio.to_thread(create_job_once, self._api(), plan.target.namespace, job)
+        target = self.context.kube_scope().namespace(plan.target.namespace).object("job", str(plan.after["job"]))
+        job = build_job(self.params.job_template, target.name, model, key, env, request)
+        return await asyncio.to_thread(create_job_once, target, job)

@@ -4,15 +4,22 @@ Example rule entries::
 
     actions:
       - type: rollback                      # model: name from the alert's `model` label
+        allowed: {names: [fraud-detector]}  # required: what this rule may roll back
         alias: champion
         restart: {namespace: ml-serving, deployment: "{{ $labels.service }}"}
         mode: approve
       - type: rollback
         registry: prompt
         name: "{{ $labels.service }}-system"   # LLM events carry no prompt name: say which
+        allowed: {patterns: ["[a-z-]+-system"]}
 
-Target: ``Target("model" | "prompt", name)``; its key (``model/fraud``) scopes cooldowns,
-budgets and the lease. ``name`` defaults to ``{{ $labels.model }}`` for models and
+Target: ``Target("model" | "prompt", name)``. The name comes from labels, which any
+producer sets, so it must be in the rule's ``allowed`` list (exact names or full-match
+RE2 patterns, :mod:`actions.allowed_names`), and ``restart``'s namespace and Deployment
+must pass :mod:`actions.kube_target` (the namespace allow-list, Kubernetes names); both
+are checked in ``target``, before any MLflow or Kubernetes request, and a refusal is
+audited as ``skipped`` by guard ``allowed-names``, ``namespace`` or ``kube-name``. Its
+key (``model/fraud``) scopes cooldowns, budgets and the lease. ``name`` defaults to ``{{ $labels.model }}`` for models and
 ``{{ $labels.prompt }}`` for prompts (an LLM service that puts no ``prompt`` label on its
 alerts must name the prompt in the rule, literally or from another label).
 
@@ -56,8 +63,10 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from agent.model import Alert
 
+from .allowed_names import AllowedNames
 from .alias_history import BAD_TAG, Move, append_move, normalise_version, previous_version
-from .base import Action, ActionFailed, ActionParams, NotConfigured, Plan, Target, TransientActionError
+from .base import Action, ActionFailed, ActionParams, NotConfigured, Plan, Target, TargetRefused, TransientActionError
+from .kube_target import KubeTarget
 from .label_template import check_label_template, render_label_template
 from .mlflow_registry import RegistryClient, RegistryKind
 
@@ -96,10 +105,14 @@ class RollbackParams(ActionParams):
         ``model_version`` / ``prompt_version``); ``""`` turns the stale-alert check off.
     restart
         Optional ``{namespace, deployment}`` to rollout-restart after the move.
+    allowed
+        Required: the ``names`` and/or ``patterns`` (RE2, whole name) this entry may
+        roll back; any other name from the labels is refused and audited.
     """
 
     registry: RegistryKind = "model"
     name: str = ""
+    allowed: AllowedNames
     alias: str = "champion"
     version_label: str | None = None
     restart: RestartParams | None = None
@@ -140,9 +153,14 @@ class Rollback(Action):
         return self._client
 
     def target(self, alert: Alert) -> Target:
+        """The registry entry, checked against ``allowed``; the restart target checked too, before any request."""
         name = render_label_template(self.params.name_template, alert.labels, "name")
         if len(name) > 256 or any(c in name for c in "'\\\n"):
-            raise ActionFailed(f"{self.params.registry} name {name!r} (from the alert's labels) is not a registry name")
+            raise TargetRefused(
+                "registry-name", f"{self.params.registry} name {name[:80]!r} (from the alert's labels) is not a registry name"
+            )
+        self.params.allowed.check(name, self.params.registry)
+        self._restart_target(alert)
         return Target(self.params.registry, name)
 
     def _key(self, alert: Alert, target: Target) -> str:
@@ -154,17 +172,26 @@ class Rollback(Action):
         return decision_key(alert.rule_id, alert.fingerprint, alert.active_at, 0, target.key)
 
     def _restart_target(self, alert: Alert) -> dict[str, str] | None:
+        """``{namespace, deployment}`` to restart, each checked (allow-list, names); None without ``restart``."""
         restart = self.params.restart
         if restart is None:
             return None
+        namespace = render_label_template(restart.namespace, alert.labels, "restart.namespace")
+        deployment = render_label_template(restart.deployment, alert.labels, "restart.deployment")
+        checked = self._deployment({"namespace": namespace, "deployment": deployment})
         if self.context.kube_api_client is None:
             raise ActionFailed("rollback has restart set but there is no Kubernetes API client (WATCHKEEPER_KUBECONFIG)")
-        return {
-            "namespace": render_label_template(restart.namespace, alert.labels, "restart.namespace"),
-            "deployment": render_label_template(restart.deployment, alert.labels, "restart.deployment"),
-        }
+        return {"namespace": checked.ns, "deployment": checked.name}
+
+    def _deployment(self, where: Mapping[str, str]) -> KubeTarget:
+        """The serving Deployment as a checked target: every Kubernetes request of this action goes through it."""
+        scope = self.context.kube_scope()
+        return scope.namespace(where["namespace"], "restart.namespace").object(
+            "deployment", where["deployment"], "restart.deployment"
+        )
 
     async def plan(self, alert: Alert, target: Target) -> Plan:
+        self.params.allowed.check(target.name, target.kind)  # whoever built ``target``
         registry, alias, name = self._registry(), self.params.alias, target.name
         restart = self._restart_target(alert)
         key = self._key(alert, target)
@@ -228,6 +255,7 @@ class Rollback(Action):
     async def apply(self, plan: Plan, alert: Alert) -> Mapping[str, Any]:
         if plan.noop or plan.blocked:
             return dict(plan.before)
+        self.params.allowed.check(plan.target.name, plan.target.kind)
         registry, alias, name = self._registry(), self.params.alias, plan.target.name
         wanted, origin = str(plan.after["version"]), str(plan.after["from"])
         key = self._key(alert, plan.target)
@@ -281,14 +309,13 @@ class Rollback(Action):
         """Read the Deployment to restart before anything moves: a typo fails here, not half-way."""
         from .kube import read_deployment  # lazily: the kubernetes client is heavy
 
-        state = await asyncio.to_thread(read_deployment, self.context.kube_api_client, where["namespace"], where["deployment"])
+        state = await asyncio.to_thread(read_deployment, self._deployment(where))
         return state.rollout
 
     async def _restart(self, where: Mapping[str, str], key: str, reason: str) -> dict[str, Any]:
         from .kube import restart_deployment  # lazily: the kubernetes client is heavy
 
-        api = self.context.kube_api_client
-        if api is None:
+        if self.context.kube_api_client is None:
             raise ActionFailed("rollback has restart set but there is no Kubernetes API client (WATCHKEEPER_KUBECONFIG)")
-        result = await asyncio.to_thread(restart_deployment, api, where["namespace"], where["deployment"], reason, key=key)
+        result = await asyncio.to_thread(restart_deployment, self._deployment(where), reason, key=key)
         return {**where, **result}

@@ -26,7 +26,9 @@ records an absolute target, so finishing it is safe.
 
 Target resolution: ``namespace`` and ``deployment`` are ``{{ $labels.NAME }}`` templates
 over the alert's labels (defaults: the labels ``namespace`` and ``deployment``) or
-literals. Example rule entry::
+literals. The result passes :mod:`actions.kube_target` (the namespace allow-list and
+Kubernetes name rules) in ``target``, before ``plan`` reads anything, and again for
+every request. Example rule entry::
 
     actions:
       - type: scale
@@ -41,7 +43,6 @@ literals. Example rule entry::
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -49,7 +50,7 @@ from pydantic import Field, field_validator, model_validator
 
 from agent.model import Alert
 
-from .base import Action, ActionFailed, ActionParams, NotConfigured, Plan, Target, TransientActionError
+from .base import Action, ActionFailed, ActionParams, Plan, Target, TransientActionError
 from .kube import (
     LAST_ACTION,
     LAST_ACTION_TARGET,
@@ -59,12 +60,10 @@ from .kube import (
     scale_deployment,
 )
 from .kube_hpa import find_hpa, raise_hpa_min_replicas
+from .kube_target import KubeTarget
 from .label_template import check_label_template, render_label_template
 
 __all__ = ["Scale", "ScaleParams"]
-
-_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # RFC 1123 label
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")  # RFC 1123 subdomain
 
 
 class ScaleParams(ActionParams):
@@ -117,19 +116,15 @@ class Scale(Action):
     Params = ScaleParams
     params: ScaleParams
 
-    def _api(self) -> Any:
-        if self.context.kube_api_client is None:
-            raise NotConfigured("no Kubernetes API client: set WATCHKEEPER_KUBECONFIG or run in a cluster")
-        return self.context.kube_api_client
+    def _deployment(self, target: Target) -> KubeTarget:
+        """The checked Deployment (allow-list, names) every request goes through; ``TargetRefused`` if not."""
+        return self.context.kube_scope().namespace(target.namespace).object("deployment", target.name)
 
     def target(self, alert: Alert) -> Target:
         namespace = render_label_template(self.params.namespace, alert.labels, "namespace")
         name = render_label_template(self.params.deployment, alert.labels, "deployment")
-        if len(namespace) > 63 or not _NAMESPACE.match(namespace):
-            raise ActionFailed(f"namespace {namespace!r} (from the alert's labels) is not a valid Kubernetes namespace")
-        if len(name) > 253 or not _NAME.match(name):
-            raise ActionFailed(f"deployment {name!r} (from the alert's labels) is not a valid Kubernetes name")
-        return Target("deployment", name, namespace)
+        checked = self.context.kube_scope().namespace(namespace).object("deployment", name)
+        return Target("deployment", checked.name, checked.ns)
 
     def _key(self, alert: Alert, target: Target) -> str:
         """The runtime sets ``decision_key``; a direct caller (a test, a script) gets the same formula at index 0."""
@@ -151,9 +146,10 @@ class Scale(Action):
         return max(wanted, base) if asked >= base else min(wanted, base)
 
     async def plan(self, alert: Alert, target: Target) -> Plan:
-        api = self._api()
-        state = await asyncio.to_thread(read_deployment, api, target.namespace, target.name)
-        hpa = await asyncio.to_thread(find_hpa, api, target.namespace, target.name)
+        deployment = self._deployment(target)
+        deployment.api_client()  # NotConfigured before anything else
+        state = await asyncio.to_thread(read_deployment, deployment)
+        hpa = await asyncio.to_thread(find_hpa, deployment)
         key = self._key(alert, target)
         before: dict[str, Any] = state.to_dict()
         if hpa is not None:
@@ -273,21 +269,20 @@ class Scale(Action):
         return Plan(target, before, after, reason=f"finish this decision's interrupted change ({mark})", detail=detail)
 
     async def apply(self, plan: Plan, alert: Alert) -> Mapping[str, Any]:
-        api = self._api()
         target = plan.target
+        deployment = self._deployment(target)
         key = str(plan.detail.get("decision_key") or self._key(alert, target))
         mark = str(plan.detail.get("mark") or "")
         if not mark:
             raise ActionFailed("the plan carries no target to apply (was it blocked or a noop?)")
-        await asyncio.to_thread(
-            annotate_deployment, api, target.namespace, target.name, mark_annotations(key, mark, self.context.agent_id)
-        )
+        await asyncio.to_thread(annotate_deployment, deployment, mark_annotations(key, mark, self.context.agent_id))
         if plan.detail.get("via") == "hpa":
             wanted = int(plan.after["hpa_min_replicas"])
-            result = await asyncio.to_thread(raise_hpa_min_replicas, api, target.namespace, str(plan.after["hpa"]), wanted)
+            hpa = deployment.namespace.object("hpa", str(plan.after["hpa"]))
+            result = await asyncio.to_thread(raise_hpa_min_replicas, hpa, wanted)
             if result["min_replicas"] < wanted:
                 raise TransientActionError(f"HPA {result['hpa']} minReplicas reads {result['min_replicas']}, not {wanted}")
-            state = await asyncio.to_thread(read_deployment, api, target.namespace, target.name)
+            state = await asyncio.to_thread(read_deployment, deployment)
             return {
                 "hpa": result["hpa"],
                 "hpa_min_replicas": result["min_replicas"],
@@ -297,8 +292,8 @@ class Scale(Action):
                 "mark": mark,
             }
         wanted = int(plan.after["replicas"])
-        result = await asyncio.to_thread(scale_deployment, api, target.namespace, target.name, wanted)
-        state = await asyncio.to_thread(read_deployment, api, target.namespace, target.name)
+        result = await asyncio.to_thread(scale_deployment, deployment, wanted)
+        state = await asyncio.to_thread(read_deployment, deployment)
         if state.replicas != wanted or state.annotations.get(LAST_ACTION) != key:
             raise TransientActionError(
                 f"deployment {target.namespace}/{target.name} reads replicas={state.replicas} "

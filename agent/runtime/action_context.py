@@ -15,7 +15,7 @@ import socket
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from actions.base import ActionContext, TargetLock
+from actions.base import ActionContext, TargetLock, TargetRefused
 from actions.local_lock import LocalLock
 from agent.config import AgentConfig
 from agent.errors import ConfigError
@@ -65,7 +65,11 @@ def _target_lock(api_client: Any, kubeconfig: str | None) -> TargetLock:
     except ImportError:
         _log.warning("actions.lease is not available; two agents could act on one target at once")
         return LocalLock()
-    return KubeLeaseLock(api_client, lease_namespace(kubeconfig))  # type: ignore[no-any-return]
+    namespace = lease_namespace(kubeconfig)
+    try:
+        return KubeLeaseLock(api_client, namespace)  # type: ignore[no-any-return]
+    except TargetRefused as exc:  # the namespace is checked like any target
+        raise ConfigError(f"lease namespace: {exc}", "WATCHKEEPER_KUBECONFIG") from None
 
 
 def lease_namespace(kubeconfig: str | None) -> str:

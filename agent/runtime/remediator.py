@@ -30,7 +30,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from actions.audit import AuditRecord, GuardResult, answer_request, decision_key, new_record_id
-from actions.base import Action, ActionContext, ActionFailed, NotConfigured, Plan, Target, TransientActionError
+from actions.base import Action, ActionContext, ActionFailed, NotConfigured, Plan, Target, TargetRefused, TransientActionError
 from actions.guards import GuardPipeline, effective_mode, take_lease
 from actions.ledger import Ledger, PendingRequest
 from agent.logs import get_logger
@@ -193,6 +193,9 @@ class Remediator:
                 return
             reason = str(exc) if isinstance(exc, ActionFailed) else f"{type(exc).__name__}: {exc}"
             mode = effective_mode(params.mode, self.guards.ceiling)
+            if isinstance(exc, TargetRefused):
+                await self._refused(alert, atype, index, key, target.key, mode, exc, {})
+                return
             await self._failed(alert, atype, index, key, target.key, mode, f"no target: {reason}", 0, {})
             return
         key = decision_key(rule.id, alert.fingerprint, alert.active_at, index, target.key)
@@ -208,6 +211,9 @@ class Remediator:
         try:
             plan, _ = await self._with_retries(lambda: action.plan(alert, target), params.retries)
         except _Failed as exc:
+            if isinstance(exc.__cause__, TargetRefused):
+                await self._refused(alert, atype, index, key, target.key, mode, exc.__cause__, common)
+                return
             if not (mode == "dry-run" and isinstance(exc.__cause__, NotConfigured)):
                 await self._failed(alert, atype, index, key, target.key, mode, str(exc), exc.attempts, common)
                 return
@@ -301,6 +307,18 @@ class Remediator:
         if self._annotate is not None and alert.series:
             # the next re-send of the alert carries it (when this agent runs the alert's series)
             self._annotate(alert.rule_id, alert.series, {"remediation_failed": f"{atype} on {target}: {reason}"[:500]})
+
+    async def _refused(
+        self, alert: Alert, atype: str, index: int, key: str, target: str, mode: str, refusal: TargetRefused,
+        fields: Mapping[str, Any],
+    ) -> None:
+        """A target the action may not touch (allow-lists, names): audited as skipped by that guard, counted."""
+        guards = (GuardResult(refusal.guard, False, refusal.reason),)
+        await self._record(
+            alert, atype, index, key, target, mode, "skipped", guard=refusal.guard, reason=refusal.reason,
+            attempts=0, guards=guards, **fields,
+        )
+        self.metrics.action_targets_refused.labels(atype, refusal.guard).inc()
 
     async def _record(
         self, alert: Alert, atype: str, index: int, key: str, target: str, mode: str, outcome: str, **more: Any

@@ -127,6 +127,13 @@ class SelfMetrics:
             "Remediations waiting for a person to approve them.",
             registry=r,
         )
+        self.action_targets_refused = Counter(
+            "watchkeeper_action_targets_refused_total",
+            "Action targets refused before any request (namespace allow-list, Kubernetes names, the rule's "
+            "allowed model/prompt names), by action kind and guard.",
+            ["action", "guard"],
+            registry=r,
+        )
         self.rules_last_reload_ok = Gauge(
             "watchkeeper_rules_last_reload_successful",
             "1 if the last rules load succeeded, else 0 (the old rules keep running).",

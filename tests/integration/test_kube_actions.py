@@ -313,9 +313,10 @@ async def test_blast_radius_blocks_at_max_replicas(api: Any, namespace: str) -> 
 
 async def test_rollout_in_progress_blocks_and_restart_is_idempotent(api: Any, namespace: str) -> None:
     create_deployment(api, namespace, "web", 2)
-    first = await asyncio.to_thread(restart_deployment, api, namespace, "web", "model v7 rolled back", key="k1")
+    web = ActionContext(kube_api_client=api).kube_scope().namespace(namespace).object("deployment", "web")
+    first = await asyncio.to_thread(restart_deployment, web, "model v7 rolled back", key="k1")
     assert first["restarted"]
-    again = await asyncio.to_thread(restart_deployment, api, namespace, "web", "model v7 rolled back", key="k1")
+    again = await asyncio.to_thread(restart_deployment, web, "model v7 rolled back", key="k1")
     assert not again["restarted"] and again["generation"] == first["generation"]
     from kubernetes import client
 

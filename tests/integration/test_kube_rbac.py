@@ -131,7 +131,8 @@ async def test_every_kubernetes_action_works_with_exactly_the_role(bound: tuple[
     assert not (await retrain.apply(plan, alert))["created"]  # the 409 path reads the Job back: "get"
     assert (await retrain.plan(alert, retrain.target(alert))).noop  # "list"
 
-    restarted = await asyncio.to_thread(restart_deployment, agent, namespace, "web", "rbac test", key="k")
+    web = ActionContext(kube_api_client=agent).kube_scope().namespace(namespace).object("deployment", "web")
+    restarted = await asyncio.to_thread(restart_deployment, web, "rbac test", key="k")
     assert restarted["restarted"]
 
     lock = KubeLeaseLock(agent, namespace)

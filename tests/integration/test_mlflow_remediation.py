@@ -43,7 +43,7 @@ async def test_enforced_rollback_runs_once_per_incident_and_is_audited(
     broker: EmbeddedBroker, mlflow_server: MlflowServer, unique_topic: Callable[[str], str], tmp_path: Path
 ) -> None:
     alertname, name = unique_name("WkRollback"), model_with_versions(mlflow_server.url)
-    rules = rules_file(tmp_path, alertname, "[{type: rollback, mode: enforce, cooldown: 0}]")
+    rules = rules_file(tmp_path, alertname, "[{type: rollback, mode: enforce, cooldown: 0, allowed: {patterns: ['fraud-[0-9a-f]{8}']}}]")
     config = config_for(broker, unique_topic, rules, actions_mode="enforce", mlflow_tracking_uri=mlflow_server.url)
     registry = RegistryClient(mlflow_server.url, "model")
     first = _firing(alertname, name, "3", T0)
@@ -71,7 +71,7 @@ async def test_dry_run_rollback_audits_the_plan_and_moves_nothing(
     broker: EmbeddedBroker, mlflow_server: MlflowServer, unique_topic: Callable[[str], str], tmp_path: Path
 ) -> None:
     alertname, name = unique_name("WkRollbackDry"), model_with_versions(mlflow_server.url)
-    rules = rules_file(tmp_path, alertname, "[{type: rollback}]")  # no mode: dry-run
+    rules = rules_file(tmp_path, alertname, "[{type: rollback, allowed: {patterns: ['fraud-[0-9a-f]{8}']}}]")  # no mode: dry-run
     config = config_for(broker, unique_topic, rules, actions_mode="enforce", mlflow_tracking_uri=mlflow_server.url)
     async with running(config, RecordingSystem()) as app:
         await send(broker, config, _firing(alertname, name, "3", T0))

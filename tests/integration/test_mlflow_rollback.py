@@ -25,6 +25,8 @@ from tests.mlflow_testbed import MlflowServer, model_with_versions
 pytestmark = pytest.mark.integration
 
 _RULE = "inference/ModelErrorRate"
+_ALLOWED = {"patterns": ["fraud-[0-9a-f]{8}", "nope-[0-9a-f]{6}", "support-system-[0-9a-f]{8}"]}
+"""The names these tests create (the allow-list every rollback entry must carry)."""
 
 
 def _alert(labels: Mapping[str, str], active_at: float, fingerprint: str = "fp-rollback-1") -> Alert:
@@ -42,7 +44,8 @@ def _alert(labels: Mapping[str, str], active_at: float, fingerprint: str = "fp-r
 
 def _action(url: str, **params: object) -> Rollback:
     return Rollback(
-        Rollback.Params.model_validate({"type": "rollback", **params}), ActionContext(mlflow_tracking_uri=url, agent_id="wk-test")
+        Rollback.Params.model_validate({"type": "rollback", "allowed": _ALLOWED, **params}),
+        ActionContext(mlflow_tracking_uri=url, agent_id="wk-test"),
     )
 
 
@@ -207,7 +210,7 @@ async def test_missing_model_alias_or_settings_fail_clearly(mlflow_server: Mlflo
         await _plan(_action(url, alias="canary"), _alert({"model": name}, 1.0))
     with pytest.raises(ActionFailed, match="no label 'model'"):
         _action(url).target(_alert({"service": "x"}, 1.0))
-    no_uri = Rollback(Rollback.Params.model_validate({"type": "rollback"}), ActionContext())
+    no_uri = Rollback(Rollback.Params.model_validate({"type": "rollback", "allowed": _ALLOWED}), ActionContext())
     with pytest.raises(ActionFailed, match="MLFLOW_TRACKING_URI"):
         await _plan(no_uri, _alert({"model": name}, 1.0))
     restart = _action(url, restart={"namespace": "ml", "deployment": "x"})
@@ -254,8 +257,9 @@ async def test_rollback_restarts_the_serving_deployment_once(mlflow_server: Mlfl
     name = model_with_versions(url)
     alert = _alert({"model": name, "model_version": "3", "service": "scorer", "namespace": namespace}, 10_000.0)
     with kube.api_client() as api:
-        wait_until(lambda: read_deployment(api, namespace, "scorer").rollout is None, what="the new deployment settled")
-        params = {"type": "rollback", "restart": {"namespace": "{{ $labels.namespace }}", "deployment": "{{ $labels.service }}"}}
+        deployment = ActionContext(kube_api_client=api).kube_scope().namespace(namespace).object("deployment", "scorer")
+        wait_until(lambda: read_deployment(deployment).rollout is None, what="the new deployment settled")
+        params = {"type": "rollback", "allowed": _ALLOWED, "restart": {"namespace": "{{ $labels.namespace }}", "deployment": "{{ $labels.service }}"}}
         action = Rollback(
             Rollback.Params.model_validate(params),
             ActionContext(mlflow_tracking_uri=url, kube_api_client=api, agent_id="wk-test"),

@@ -316,7 +316,7 @@ def _rollback_rules(tmp_path: Path, mode: str) -> RuleSet:
     path.write_text(
         "groups:\n  - name: g\n    rules:\n      - alert: Hot\n        source: inference\n        by: [service, model, model_version]\n"
         "        detector: {kind: threshold, field: latency_ms, op: '>', threshold: 500}\n"
-        f"        actions:\n          - {{type: rollback, mode: {mode}}}\n"
+        f"        actions:\n          - {{type: rollback, mode: {mode}, allowed: {{names: [fraud]}}}}\n"
     )
     return load_rules([path])
 

@@ -28,6 +28,9 @@ from actions.registry import ACTIONS
 from actions.rollback import Rollback, RollbackParams
 from agent.model import Alert, AlertState
 
+ALLOWED = {"names": ["fraud", "chat-sys"]}
+"""Every rollback entry names what it may touch (actions/allowed_names.py)."""
+
 
 def _versions(*spec: str | tuple[str, bool, bool]) -> dict[str, VersionInfo]:
     """``"3"`` is a READY good version; ``("3", ready, bad)`` says otherwise."""
@@ -106,11 +109,11 @@ def test_no_previous_version_is_none_not_a_guess() -> None:
 
 
 def test_params_defaults_per_registry_and_validation() -> None:
-    model = RollbackParams.model_validate({"type": "rollback"})
+    model = RollbackParams.model_validate({"type": "rollback", "allowed": ALLOWED})
     assert (model.alias, model.name_template, model.serving_label) == ("champion", "{{ $labels.model }}", "model_version")
-    prompt = RollbackParams.model_validate({"type": "rollback", "registry": "prompt"})
+    prompt = RollbackParams.model_validate({"type": "rollback", "allowed": ALLOWED, "registry": "prompt"})
     assert (prompt.name_template, prompt.serving_label) == ("{{ $labels.prompt }}", "prompt_version")
-    assert RollbackParams.model_validate({"type": "rollback", "version_label": ""}).serving_label == ""
+    assert RollbackParams.model_validate({"type": "rollback", "allowed": ALLOWED, "version_label": ""}).serving_label == ""
     assert ACTIONS["rollback"] is Rollback
     for bad in (
         {"alias": "latest"},
@@ -121,7 +124,7 @@ def test_params_defaults_per_registry_and_validation() -> None:
         {"aliass": "champion"},
     ):
         with pytest.raises(ValidationError):
-            RollbackParams.model_validate({"type": "rollback", **bad})
+            RollbackParams.model_validate({"type": "rollback", "allowed": ALLOWED, **bad})
 
 
 def _alert(**labels: str) -> Alert:
@@ -130,10 +133,10 @@ def _alert(**labels: str) -> Alert:
 
 def test_target_comes_from_the_alert_labels() -> None:
     context = ActionContext(mlflow_tracking_uri="http://127.0.0.1:1")
-    model = Rollback(RollbackParams.model_validate({"type": "rollback"}), context)
+    model = Rollback(RollbackParams.model_validate({"type": "rollback", "allowed": ALLOWED}), context)
     assert model.target(_alert(model="fraud")).key == "model/fraud"
     prompt = Rollback(
-        RollbackParams.model_validate({"type": "rollback", "registry": "prompt", "name": "{{ $labels.service }}-sys"}), context
+        RollbackParams.model_validate({"type": "rollback", "allowed": ALLOWED, "registry": "prompt", "name": "{{ $labels.service }}-sys"}), context
     )
     assert prompt.target(_alert(service="chat")).key == "prompt/chat-sys"
     with pytest.raises(ActionFailed, match="no label 'model'"):
