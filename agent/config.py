@@ -110,6 +110,9 @@ class AgentConfig:
     state_topic: str = "watchkeeper.state"
     checkpoint_interval_s: float = 10.0
     lag_warn_records: int = 10_000
+    # authenticated internal topics (issue 12): the key file that signs and verifies records on
+    # the alerts, audit and state topics; None: $XDG_STATE_HOME/watchkeeper/topic-keys, created on first start
+    topic_keys_file: str | None = None
 
     def __post_init__(self) -> None:
         if self.actions_mode not in ("dry-run", "approve", "enforce"):

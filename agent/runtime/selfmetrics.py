@@ -177,3 +177,11 @@ class SelfMetrics:
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=r,
         )
+        # authenticated internal topics (signing.py): records ignored for a missing or bad signature
+        self.records_rejected = Counter(
+            "watchkeeper_records_rejected_total",
+            "Records on the alerts, audit or state topic ignored because their signature is missing or wrong, "
+            "by topic and reason (unsigned, malformed, unknown_key, bad_signature); counted by each reader.",
+            ["topic", "reason"],
+            registry=r,
+        )
