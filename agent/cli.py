@@ -209,6 +209,7 @@ def run(
     lag_warn_records: Annotated[int, typer.Option(envvar=_ENV + "LAG_WARN_RECORDS", help="A partition further behind than this many records is reported lagging.")] = 10_000,
     log_level: Annotated[str, typer.Option(envvar=_ENV + "LOG_LEVEL")] = "info",
     log_json: Annotated[bool, typer.Option(envvar=_ENV + "LOG_JSON", help="JSON log lines (else human-readable).")] = True,
+    topic_keys_file: Annotated[str, typer.Option(envvar=_ENV + "TOPIC_KEYS_FILE", help="Key file signing the alerts, audit and state topics (one key per line, the first signs); every agent of a fleet and the approver share it. Empty: $XDG_STATE_HOME/watchkeeper/topic-keys, created on first start.")] = "",
 ) -> None:
     """Run the agent. Every option also reads its WATCHKEEPER_* environment variable.
 
@@ -258,6 +259,7 @@ def run(
             kubeconfig=kubeconfig or None,
             mlflow_tracking_uri=mlflow_tracking_uri or None,
             agent_id=agent_id,
+            topic_keys_file=topic_keys_file or None,
         )
         asyncio.run(_run(config))
     except (WatchkeeperError, ValueError, OSError) as exc:
@@ -286,6 +288,16 @@ async def _run(config: "AgentConfig") -> None:  # noqa: F821 - imported lazily a
         sink = TerminalSink()
     stop = asyncio.Event()
     agent = AgentApp(config, sink, metrics=metrics)
+    if config.topic_keys_file is None and config.checkpoints:
+        from agent.logs import get_logger
+
+        get_logger("watchkeeper").warning(
+            "the topic key file was not configured; this agent uses its own. Every agent of a fleet (and the "
+            "`watchkeeper actions` approver) must share one: set WATCHKEEPER_TOPIC_KEYS_FILE, or agents ignore "
+            "each other's checkpoints and audit records",
+            topic_keys_file=agent.topic_keys.path,
+            generated=agent.topic_keys.generated,
+        )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
