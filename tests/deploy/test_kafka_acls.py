@@ -52,7 +52,7 @@ def script_acls(tmp_path: Path, **env: str) -> set[Acl]:
     acls: set[Acl] = set()
     for line in log.read_text().splitlines():
         args = json.loads(line)
-        flags = {flag: value for flag, value in zip(args, args[1:]) if flag.startswith("--")}
+        flags = {flag: value for flag, value in zip(args, args[1:], strict=False) if flag.startswith("--")}
         assert "--add" in args and flags["--bootstrap-server"]
         kind = "topic" if "--topic" in flags else "group"
         acls.add((flags["--allow-principal"], flags["--operation"], kind, flags[f"--{kind}"], flags.get("--resource-pattern-type", "literal")))

@@ -14,6 +14,8 @@ fleet's history readable.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -26,11 +28,13 @@ from actions.registry import ACTIONS
 from agent.actions_cli import answer
 from agent.runtime.checkpoint import encode_checkpoint, state_key
 from agent.runtime.checkpoint_store import CheckpointStore
-from agent.runtime.embedded_broker import EmbeddedBroker
+from agent.runtime.embedded_broker import EmbeddedBroker, create_topics
 from agent.runtime.selfmetrics import SelfMetrics
 from agent.runtime.signing import TopicRole
 from agent.runtime.topic_keys import TopicKeys, load_keys, open_keys
-from tests.integration.harness import eventually, inference, sample, unique_name
+from tests.integration.harness import agent_env, eventually, free_port, inference, sample, topics_for, unique_name
+from tests.integration.test_at_least_once import _tail, agent_process
+from tests.integration.test_fleet import Scraper, _eventually_async, grid, incident_rules, next_offsets, produce_where
 from tests.integration.test_remediation import (
     T0,
     RecordingSink,
@@ -90,11 +94,14 @@ async def test_forged_alerts_are_neither_paged_nor_acted_on_and_genuine_ones_sti
         (decision,) = await wait_decisions(app, 1, "the genuine incident's decision")
         await eventually(lambda: any(a.labels.get("service") == service for a in sink.all), timeout_s=30, what="the genuine page")
         topic = config.topics.alerts
-        forged_seen = lambda: any(a.labels.get("service") == "forged" for a in sink.all) or any(  # noqa: E731
-            r.labels.get("service") == "forged" for r in decisions(app)
-        )
+
+        def forged_seen() -> bool:
+            return any(a.labels.get("service") == "forged" for a in sink.all) or any(r.labels.get("service") == "forged" for r in decisions(app))
+
         # each reader of the alerts topic (the notifier and the remediation) counts what it refused
-        counted = lambda: rejected(app.metrics, topic, "bad_signature") == 2 * 2 and rejected(app.metrics, topic, "unsigned") == 2  # noqa: E731
+        def counted() -> bool:
+            return rejected(app.metrics, topic, "bad_signature") == 2 * 2 and rejected(app.metrics, topic, "unsigned") == 2
+
         await eventually(
             lambda: counted() or forged_seen(),
             timeout_s=30,
@@ -212,6 +219,54 @@ async def test_rotation_the_new_key_signs_and_the_old_one_still_verifies(
         assert decisions(third) == []
         assert metric(third, "watchkeeper_records_rejected_total", topic=config.topics.audit, reason="unknown_key") == 1
     assert system.applies == [(executed.decision_key, "deployment/api")]
+
+
+async def test_watchkeeper_run_without_a_key_file_creates_one_and_verifies_its_own_checkpoints_after_a_restart(
+    broker: EmbeddedBroker, unique_topic: Callable[[str], str], tmp_path: Path
+) -> None:
+    rules = incident_rules(tmp_path / "rules.yaml", unique_name("WkDefaultKey"))
+    topics = topics_for(unique_topic)
+    state = unique_topic("state")
+    env = agent_env(
+        broker.bootstrap, topics, rules, WATCHKEEPER_STATE_TOPIC=state, WATCHKEEPER_TOPIC_AUDIT=unique_topic("audit"),
+        WATCHKEEPER_CHECKPOINT_INTERVAL="1", XDG_STATE_HOME=str(tmp_path / "xdg"),
+    )
+    del env["WATCHKEEPER_TOPIC_KEYS_FILE"]  # nothing configured: the demo / single-agent default
+    key_file = tmp_path / "xdg" / "watchkeeper" / "topic-keys"
+    await create_topics(broker.bootstrap, [topics.inference], partitions=4)
+    await produce_where(broker.bootstrap, topics.inference, grid([unique_name("svc") for _ in range(4)], time.time() - 300, 0, 10))
+    ends = await next_offsets(broker.bootstrap, topics.inference)
+    scraper = Scraper(env)
+    with agent_process(env, tmp_path / "first.log") as first:
+
+        seen: dict[int, int] = {}
+
+        async def checkpointed() -> bool:
+            seen.update(await scraper.checkpointed(topics.inference))
+            return all(seen.get(p) == o for p, o in ends.items())
+
+        await _eventually_async(checkpointed, 60, "a checkpoint of every partition", lambda: f"checkpointed {seen}, ends {ends}")
+        os.kill(first.pid, signal.SIGTERM)
+        first.wait(timeout=30)
+    secret = key_file.read_text()
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    first_log = (tmp_path / "first.log").read_text()
+    assert "topic key file was not configured" in first_log and str(key_file) in first_log
+    assert all(line.strip() not in first_log for line in secret.splitlines() if not line.startswith("#"))
+    env["WATCHKEEPER_HTTP_ADDR"] = f"127.0.0.1:{free_port()}"
+    scraper = Scraper(env)
+    with agent_process(env, tmp_path / "second.log") as second:
+
+        async def restored() -> bool:
+            return await scraper.value("watchkeeper_checkpoint_restores_total", outcome="restored") >= len(seen)  # event topics of all sources
+
+        await _eventually_async(restored, 60, "every partition restored after the restart", lambda: _tail(tmp_path / "second.log"))
+        rejected_state = sum(v for (name, labels), v in (await scraper.samples()).items() if name == "watchkeeper_records_rejected_total")
+        fresh = await scraper.value("watchkeeper_checkpoint_restores_total", outcome="fresh")
+        assert second.poll() is None
+    assert fresh == 0, "a partition of the restarted agent started fresh: its own checkpoint was not trusted"
+    assert rejected_state == 0
+    assert key_file.read_text() == secret  # reused, not replaced
 
 
 async def _produce_to_partition(bootstrap: str, topic: str, partition: int, records: list) -> None:

@@ -7,7 +7,6 @@ record (key, value, header, role, key id) and every change must be rejected.
 
 from __future__ import annotations
 
-import os
 import stat
 import threading
 from dataclasses import dataclass, field
@@ -164,9 +163,21 @@ def test_key_file_rules(tmp_path: Path) -> None:
         load_keys(tmp_path / "missing")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
-def test_an_unwritable_state_directory_is_a_config_error(tmp_path: Path) -> None:
-    locked = tmp_path / "ro"
-    locked.mkdir(mode=0o500)
+def test_a_key_file_that_cannot_be_created_is_a_config_error_naming_the_setting(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
     with pytest.raises(ConfigError, match="WATCHKEEPER_TOPIC_KEYS_FILE"):
-        open_keys(locked / "sub" / "topic-keys")
+        open_keys(blocker / "sub" / "topic-keys")
+
+
+def test_the_approver_cli_refuses_to_run_without_the_agents_key_file(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from agent.cli import app
+
+    missing = tmp_path / "nowhere" / "topic-keys"
+    for command in (["list"], ["approve", "0123456789ab"], ["reject", "0123456789ab"]):
+        result = CliRunner().invoke(app, ["actions", *command, "--kafka-bootstrap", "127.0.0.1:1", "--topic-keys-file", str(missing)])
+        assert result.exit_code == 1, result.output
+        assert str(missing) in result.output and "no topic key file" in result.output
+    assert not missing.exists()  # never a new key: it would sign answers no agent obeys
