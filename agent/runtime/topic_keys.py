@@ -32,8 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.errors import ConfigError
+from agent.logs import get_logger
 
 __all__ = ["ENV_VAR", "MIN_KEY_CHARS", "TopicKey", "TopicKeys", "default_keys_path", "load_keys", "open_keys"]
+
+_log = get_logger(__name__)
 
 ENV_VAR = "WATCHKEEPER_TOPIC_KEYS_FILE"
 MIN_KEY_CHARS = 32
@@ -133,7 +136,10 @@ def open_keys(path: str | os.PathLike[str] | None) -> TopicKeys:
     """
     target = Path(path) if path else default_keys_path()
     if target.exists():
-        return load_keys(target)
+        keys = load_keys(target)
+        if target.stat().st_mode & 0o004:
+            _log.warning("the topic key file is readable by every user of this machine; chmod 600 it", path=str(target))
+        return keys
     try:
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}")

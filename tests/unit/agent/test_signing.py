@@ -181,3 +181,15 @@ def test_the_approver_cli_refuses_to_run_without_the_agents_key_file(tmp_path: P
         assert result.exit_code == 1, result.output
         assert str(missing) in result.output and "no topic key file" in result.output
     assert not missing.exists()  # never a new key: it would sign answers no agent obeys
+
+
+def test_a_world_readable_key_file_is_used_with_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from agent.logs import configure_logging
+
+    configure_logging("warning", json=True)
+    path = tmp_path / "topic-keys"
+    path.write_text("k" * 40 + "\n")
+    path.chmod(0o644)
+    assert open_keys(path).signing == TopicKey.of(b"k" * 40)
+    err = capsys.readouterr().err
+    assert "readable by every user" in err and str(path) in err and "k" * 40 not in err
