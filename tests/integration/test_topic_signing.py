@@ -13,6 +13,7 @@ fleet's history readable.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -21,18 +22,20 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pytest
 
 from actions.audit import answer_request
 from actions.registry import ACTIONS
 from agent.actions_cli import answer
+from agent.runtime.alertmanager import AlertmanagerClient
 from agent.runtime.checkpoint import encode_checkpoint, state_key
 from agent.runtime.checkpoint_store import CheckpointStore
 from agent.runtime.embedded_broker import EmbeddedBroker, create_topics
 from agent.runtime.selfmetrics import SelfMetrics
 from agent.runtime.signing import TopicRole
 from agent.runtime.topic_keys import TopicKeys, load_keys, open_keys
-from tests.integration.harness import agent_env, eventually, free_port, inference, sample, topics_for, unique_name
+from tests.integration.harness import agent_config, agent_env, rule_file, running_agent, slack_about, eventually, free_port, inference, sample, topics_for, unique_name
 from tests.integration.test_at_least_once import _tail, agent_process
 from tests.integration.test_fleet import Scraper, _eventually_async, grid, incident_rules, next_offsets, produce_where
 from tests.integration.test_remediation import (
@@ -46,6 +49,7 @@ from tests.integration.test_remediation import (
     wait_decisions,
 )
 from tests.signed_records import produce_with_headers, signed_headers
+from tests.testbed import Alertmanager, SlackRecorder
 from tests.unit.actions.fake_kind import RecordingAction
 
 pytestmark = pytest.mark.integration
@@ -116,6 +120,49 @@ async def test_forged_alerts_are_neither_paged_nor_acted_on_and_genuine_ones_sti
         assert rejected(app.metrics, topic, "malformed") == 2 * 1
     assert decision.outcome == "executed"
     assert system.applies == [(decision.decision_key, f"deployment/{service}")]
+
+
+async def test_a_forged_alert_never_reaches_alertmanager_while_genuine_pages_do(
+    broker: EmbeddedBroker,
+    alertmanager: Alertmanager,
+    slack_recorder: SlackRecorder,
+    unique_topic: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    alertname, forged_name = unique_name("WkRealPage"), unique_name("WkForgedPage")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(rule_file(alertname, threshold=500, window_s=10, min_count=3))
+    config = agent_config(broker.bootstrap, unique_topic, rules)
+    forged = firing(forged_name, "checkout")
+    value, key = json.dumps(forged.to_dict()).encode(), forged.fingerprint.encode()
+    metrics = SelfMetrics()
+    async with (
+        AlertmanagerClient([alertmanager.url], metrics=metrics) as client,
+        running_agent(config, client, metrics=metrics),
+    ):
+        await produce_with_headers(
+            broker.bootstrap, config.topics.alerts, [(key, value, []), (key, value, signed_headers(ROGUE, TopicRole.ALERTS, key, value))]
+        )
+        service = unique_name("checkout")
+        await produce_with_headers(
+            broker.bootstrap, config.topics.inference, [(service.encode(), inference(service, 900.0, T0 + i), []) for i in range(6)]
+        )
+        await asyncio.to_thread(slack_recorder.wait_for, slack_about(alertname, "firing"), 30)
+        async with httpx.AsyncClient(base_url=alertmanager.url, trust_env=False) as http:
+
+            async def known() -> set[str]:
+                return {a["labels"]["alertname"] for a in (await http.get("/api/v2/alerts")).json()}
+
+            async def settled() -> bool:
+                topic = config.topics.alerts
+                counted = rejected(metrics, topic, "unsigned") == 2 and rejected(metrics, topic, "unknown_key") == 2
+                return counted or forged_name in await known()
+
+            await _eventually_async(settled, 30, "both forged records refused by the notifier and the remediation reader")
+            names = await known()
+    assert forged_name not in names, "the forged alert reached Alertmanager"
+    assert alertname in names
+    assert not any(forged_name in json.dumps(m) for m in list(slack_recorder.messages))
 
 
 async def test_a_forged_approval_does_not_release_a_pending_action(
