@@ -29,7 +29,7 @@ from actions.audit import answer_request
 from actions.registry import ACTIONS
 from agent.actions_cli import answer
 from agent.runtime.alertmanager import AlertmanagerClient
-from agent.runtime.checkpoint import encode_checkpoint, state_key
+from agent.runtime.checkpoint import CheckpointReader, encode_checkpoint, state_key
 from agent.runtime.checkpoint_store import CheckpointStore
 from agent.runtime.embedded_broker import EmbeddedBroker, create_topics
 from agent.runtime.selfmetrics import SelfMetrics
@@ -48,6 +48,7 @@ from tests.integration.test_remediation import (
     scenario,
     wait_decisions,
 )
+from tests.kafka_tools import consume
 from tests.signed_records import produce_with_headers, signed_headers
 from tests.testbed import Alertmanager, SlackRecorder
 from tests.unit.actions.fake_kind import RecordingAction
@@ -237,6 +238,46 @@ async def test_a_forged_checkpoint_is_not_restored(broker: EmbeddedBroker, uniqu
     assert found[key].payload == b'{"genuine": true}' and found[key].offset == 10
     assert sample(metrics.registry, "watchkeeper_records_rejected_total", {"topic": topic, "reason": "unsigned"}) == 2 + len(big_chunks)
     assert sample(metrics.registry, "watchkeeper_records_rejected_total", {"topic": topic, "reason": "unknown_key"}) == 1
+
+
+async def test_a_restarted_agent_restores_its_own_checkpoint_not_a_forged_later_one(
+    broker: EmbeddedBroker, unique_topic: Callable[[str], str], tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(rule_file(unique_name("WkForgedState"), threshold=500, window_s=10, min_count=3))
+    config = agent_config(broker.bootstrap, unique_topic, rules, state_topic=unique_topic("state"), checkpoint_interval_s=0.5)
+    topic = config.topics.inference
+    await create_topics(broker.bootstrap, [topic], partitions=1)
+    service = unique_name("svc")
+    await produce_with_headers(broker.bootstrap, topic, [(service.encode(), inference(service, 900.0, T0 + i), []) for i in range(6)])
+    async with running_agent(config, RecordingSink()) as first:
+        await eventually(
+            lambda: sample(first.metrics.registry, "watchkeeper_checkpoint_offset", {"topic": topic, "partition": "0"}) == 6,
+            timeout_s=30,
+            what="a checkpoint at offset 6",
+        )
+    key = state_key(config.kafka.group_id, topic, 0)
+    on_state = await consume(broker.bootstrap, config.state_topic, timeout_s=10)
+    reader = CheckpointReader({key})
+    for rec in on_state:
+        reader.feed(rec.key, rec.value)
+    genuine = reader.result()[key]
+    (partition,) = {rec.partition for rec in on_state if rec.key == key.encode()}
+    # the same state, claimed at a far later offset: restored, it would skip every record up to there
+    chunks, manifest = encode_checkpoint(key, 1_000_000, genuine.payload, slot="b" if genuine.slot == "a" else "a")
+    await _produce_to_partition(broker.bootstrap, config.state_topic, partition, [(k.encode(), v, []) for k, v in [*chunks, manifest]])
+    metrics = SelfMetrics()
+    async with running_agent(config, RecordingSink(), metrics=metrics):
+        await eventually(
+            lambda: sample(metrics.registry, "watchkeeper_checkpoint_restores_total", {"outcome": "restored"}) >= 1,
+            timeout_s=30,
+            what="the partition restored",
+        )
+        restored_at = sample(metrics.registry, "watchkeeper_checkpoint_offset", {"topic": topic, "partition": "0"})
+        refused = sample(metrics.registry, "watchkeeper_records_rejected_total", {"topic": config.state_topic, "reason": "unsigned"})
+    assert genuine.offset == 6
+    assert restored_at == 6, "the forged checkpoint was restored"
+    assert refused == 1 + len(chunks)
 
 
 async def test_rotation_the_new_key_signs_and_the_old_one_still_verifies(
