@@ -5,6 +5,12 @@ their ledger in, so the commands work from any machine that reaches Kafka and ne
 agent address. An approval is one ``approved`` record naming the request; the agent
 that asked picks it up, re-plans and executes (see agent/runtime/remediator.py).
 
+Agents obey only audit records signed with their topic key file, and ignore the rest
+(agent/runtime/signing.py), so these commands sign with the same file
+(``--topic-keys-file``, ``WATCHKEEPER_TOPIC_KEYS_FILE``; default: the one an agent on
+this machine created). They never create a key: a new key would sign answers no agent
+obeys. ``list`` shows only records signed with it too.
+
     watchkeeper actions list --since 1h
     watchkeeper actions list --pending --json
     watchkeeper actions approve 3f2a9c41d0 --reason "checked the dashboard"
@@ -29,6 +35,7 @@ from agent.errors import WatchkeeperError
 if TYPE_CHECKING:
     from actions.audit import AuditRecord
     from actions.ledger import Ledger
+    from agent.runtime.topic_keys import TopicKeys
 
 __all__ = ["actions_app", "answer", "read_ledger"]
 
@@ -39,26 +46,41 @@ Bootstrap = Annotated[str, typer.Option(envvar=_ENV + "KAFKA_BOOTSTRAP", help="K
 AuditTopic = Annotated[str, typer.Option(envvar=_ENV + "TOPIC_AUDIT", help="The audit topic.")]
 By = Annotated[Optional[str], typer.Option(help="Who answers (default: user@host).")]
 Reason = Annotated[str, typer.Option(help="Why, for the audit trail.")]
+KeysFile = Annotated[
+    str,
+    typer.Option(
+        envvar=_ENV + "TOPIC_KEYS_FILE",
+        help="The agents' topic key file (signs approvals; default: $XDG_STATE_HOME/watchkeeper/topic-keys).",
+    ),
+]
 
 
-async def read_ledger(bootstrap: str, topic: str, *, security: Any = None, timeout_s: float = 15.0) -> Ledger:
-    """The ledger as every agent rebuilds it, from the whole audit topic."""
+async def read_ledger(bootstrap: str, topic: str, *, keys: TopicKeys, security: Any = None, timeout_s: float = 15.0) -> Ledger:
+    """The ledger as every agent rebuilds it, from the whole audit topic (signed records only)."""
     from actions.ledger import Ledger
     from agent.runtime.audit_log import read_audit
 
     ledger = Ledger(max_recent=100_000)
-    ledger.apply_all(await read_audit(bootstrap, topic, security=security, timeout_s=timeout_s))
+    ledger.apply_all(await read_audit(bootstrap, topic, keys=keys, security=security, timeout_s=timeout_s))
     return ledger
 
 
 async def answer(
-    bootstrap: str, topic: str, request_id: str, *, by: str, approve: bool, reason: str = "", security: Any = None
+    bootstrap: str,
+    topic: str,
+    request_id: str,
+    *,
+    by: str,
+    approve: bool,
+    keys: TopicKeys,
+    reason: str = "",
+    security: Any = None,
 ) -> AuditRecord:
-    """Publish the approval (or rejection) of a pending request; ``WatchkeeperError`` if none waits."""
+    """Publish the approval (or rejection) of a pending request, signed; ``WatchkeeperError`` if none waits."""
     from actions.audit import answer_request
     from agent.runtime.audit_log import publish_record
 
-    ledger = await read_ledger(bootstrap, topic, security=security)
+    ledger = await read_ledger(bootstrap, topic, keys=keys, security=security)
     request = ledger.find_pending(request_id)
     if request is None:
         raise WatchkeeperError(
@@ -68,7 +90,7 @@ async def answer(
     if request.approved is not None:
         raise WatchkeeperError(f"request {request.id} was already approved by {request.approved.agent}")
     record = answer_request(request.record, by=by, approve=approve, ts=time.time(), reason=reason)
-    await publish_record(bootstrap, topic, record, security=security)
+    await publish_record(bootstrap, topic, record, keys=keys, security=security)
     return record
 
 
@@ -76,6 +98,17 @@ def _security() -> Any:
     from agent.config import kafka_security_from_env
 
     return kafka_security_from_env()
+
+
+def _keys(path: str) -> TopicKeys:
+    """The key file's keys; a missing or bad file is a one-line error naming it (never a key)."""
+    from agent.runtime.topic_keys import default_keys_path, load_keys
+
+    try:
+        return load_keys(path or default_keys_path())
+    except WatchkeeperError as exc:
+        typer.echo(f"watchkeeper: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _who(by: str | None) -> str:
@@ -106,6 +139,7 @@ def list_actions(
     pending: Annotated[bool, typer.Option("--pending", help="Only requests waiting for approval.")] = False,
     since: Annotated[str, typer.Option(help="How far back, e.g. 30m, 1h, 7d.")] = "1h",
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines, one audit record each.")] = False,
+    topic_keys_file: KeysFile = "",
 ) -> None:
     """Recent remediation decisions and the requests waiting for approval."""
     from agent.duration import parse_duration
@@ -114,7 +148,7 @@ def list_actions(
         window_s = parse_duration(since)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--since") from None
-    ledger = _run(read_ledger(kafka_bootstrap, topic_audit, security=_security()))
+    ledger = _run(read_ledger(kafka_bootstrap, topic_audit, keys=_keys(topic_keys_file), security=_security()))
     waiting = [p.record for p in ledger.waiting()]
     cutoff = time.time() - window_s
     recent = [r for r in ledger.recent if r.ts >= cutoff]
@@ -160,9 +194,13 @@ def _answer_command(approve: bool, doc: str) -> Callable[..., None]:
         topic_audit: AuditTopic = "watchkeeper.audit",
         by: By = None,
         reason: Reason = "",
+        topic_keys_file: KeysFile = "",
     ) -> None:
         security = _security()
-        record = _run(answer(kafka_bootstrap, topic_audit, request_id, by=_who(by), approve=approve, reason=reason, security=security))
+        keys = _keys(topic_keys_file)
+        record = _run(
+            answer(kafka_bootstrap, topic_audit, request_id, by=_who(by), approve=approve, keys=keys, reason=reason, security=security)
+        )
         verb = "approved" if approve else "rejected"
         typer.echo(f"{verb} {record.request_id}: {record.action} on {record.target} for {record.alertname} ({record.reason})")
 

@@ -216,6 +216,7 @@ def run(
     approvers_file: Annotated[str, typer.Option(envvar=_ENV + "APPROVERS_FILE", help="Bearer tokens of the HTTP API, bound to names: name:token lines or a YAML mapping (docs/security-http.md).")] = "",
     report_max_count: Annotated[int, typer.Option(envvar=_ENV + "REPORT_MAX_COUNT", help="Drift reports kept; the oldest are deleted beyond it.")] = 100,
     report_max_bytes: Annotated[int, typer.Option(envvar=_ENV + "REPORT_MAX_BYTES", help="Total bytes of drift reports kept; the oldest are deleted beyond it.")] = 512 * 1024 * 1024,
+    topic_keys_file: Annotated[str, typer.Option(envvar=_ENV + "TOPIC_KEYS_FILE", help="Key file signing the alerts, audit and state topics (one key per line, the first signs); every agent of a fleet and the approver share it. Empty: $XDG_STATE_HOME/watchkeeper/topic-keys, created on first start.")] = "",
 ) -> None:
     """Run the agent. Every option also reads its WATCHKEEPER_* environment variable.
 
@@ -269,6 +270,7 @@ def run(
             approvers_file=approvers_file or None,
             report_max_count=report_max_count,
             report_max_bytes=report_max_bytes,
+            topic_keys_file=topic_keys_file or None,
         )
         asyncio.run(_run(config))
     except (WatchkeeperError, ValueError, OSError) as exc:
@@ -297,6 +299,16 @@ async def _run(config: "AgentConfig") -> None:  # noqa: F821 - imported lazily a
         sink = TerminalSink()
     stop = asyncio.Event()
     agent = AgentApp(config, sink, metrics=metrics)
+    if config.topic_keys_file is None and config.checkpoints:
+        from agent.logs import get_logger
+
+        get_logger("watchkeeper").warning(
+            "the topic key file was not configured; this agent uses its own. Every agent of a fleet (and the "
+            "`watchkeeper actions` approver) must share one: set WATCHKEEPER_TOPIC_KEYS_FILE, or agents ignore "
+            "each other's checkpoints and audit records",
+            topic_keys_file=agent.topic_keys.path,
+            generated=agent.topic_keys.generated,
+        )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

@@ -147,6 +147,9 @@ class AgentConfig:
     approvers_file: str | None = None  # name:token lines or a YAML mapping (runtime/approvers.py)
     report_max_count: int = 100  # drift reports kept on disk; the oldest go first
     report_max_bytes: int = 512 * 1024 * 1024  # and their total size (one is ~4 MB)
+    # authenticated internal topics (issue 12): the key file that signs and verifies records on
+    # the alerts, audit and state topics; None: $XDG_STATE_HOME/watchkeeper/topic-keys, created on first start
+    topic_keys_file: str | None = None
 
     def __post_init__(self) -> None:
         if self.actions_mode not in ("dry-run", "approve", "enforce"):

@@ -41,6 +41,8 @@ from .remediation import Remediation
 from .reload import RuleReloader
 from .selfmetrics import SelfMetrics
 from .series_report import SeriesReport
+from .signing import RecordAuth, TopicRole
+from .topic_keys import open_keys
 from .topics import create_topics
 
 __all__ = ["AgentApp"]
@@ -89,6 +91,9 @@ class AgentApp:
         self._last_batch_wall = time.monotonic()
         self._unsent: list[Alert] = []
         self._positions = PositionLog(config.processed_log) if config.processed_log else None
+        # the key that signs (and verifies) the alerts, audit and state topics (signing.py)
+        self.topic_keys = open_keys(config.topic_keys_file)
+        self.alerts_auth = RecordAuth(self.topic_keys, TopicRole.ALERTS, topic=config.topics.alerts, metrics=self.metrics)
         self.processor = BatchProcessor(
             pipeline=lambda: self.pipeline,
             metrics=self.metrics,
@@ -101,7 +106,9 @@ class AgentApp:
             group=config.kafka.group_id,
             pipeline=lambda: self.pipeline,
             consumer=lambda: getattr(self._event_subscriber, "consumer", None),
-            store=CheckpointStore(config.kafka.bootstrap, config.state_topic, security=config.kafka.security)
+            store=CheckpointStore(
+                config.kafka.bootstrap, config.state_topic, security=config.kafka.security, keys=self.topic_keys, metrics=self.metrics
+            )
             if config.checkpoints
             else None,
             metrics=self.metrics,
@@ -132,6 +139,7 @@ class AgentApp:
             stopping=self._stopping,
             annotate=lambda rule_id, series, extra: self.pipeline.lifecycle.annotate(rule_id, series, extra),
             on_audit=on_audit,
+            keys=self.topic_keys,
         )
         routes = {DriftReports.route: self.reports.serve, **self.remediation.routes()}
         self.approvers = Approvers(config.approvers_file, shorthand=config.actions_approve_token)
@@ -209,7 +217,8 @@ class AgentApp:
                 outcome.transitions = await self.reports.attach(outcome.transitions)
             try:
                 await publish_outcome(
-                    self.broker, outcome, dlq_topic=self.config.topics.dlq, alerts_topic=self.config.topics.alerts
+                    self.broker, outcome, dlq_topic=self.config.topics.dlq, alerts_topic=self.config.topics.alerts,
+                    auth=self.alerts_auth,
                 )
             except Exception:
                 # the batch is rewound and processed again, but its alerts already moved (a
@@ -224,7 +233,7 @@ class AgentApp:
 
     async def handle_alerts(self, records: Any) -> None:
         """Deliver alert transitions; raising makes FastStream rewind and redeliver them."""
-        alerts = decode_alerts(r.value for r in records)
+        alerts = decode_alerts(r.value for r in self.alerts_auth.admitted(records))  # forged ones are never paged
         if not alerts:
             return
         delivered = await self.sink.deliver(alerts, stop=self._stopping)
@@ -282,7 +291,7 @@ class AgentApp:
         if not pending:
             return
         try:
-            await asyncio.gather(*publish_alerts(self.broker, pending, self.config.topics.alerts))
+            await asyncio.gather(*publish_alerts(self.broker, pending, self.config.topics.alerts, auth=self.alerts_auth))
         except Exception as exc:  # noqa: BLE001 - any broker error: keep them and retry
             self._unsent = pending
             _log.warning("could not publish alert transitions; will retry", error=str(exc), count=len(pending))
@@ -315,7 +324,7 @@ class AgentApp:
         """Re-send firing alerts, as Prometheus does, so Alertmanager keeps them alive."""
         firing = self.pipeline.firing()
         if firing:
-            await asyncio.gather(*publish_alerts(self.broker, firing, self.config.topics.alerts))
+            await asyncio.gather(*publish_alerts(self.broker, firing, self.config.topics.alerts, auth=self.alerts_auth))
 
     async def _export_lag(self) -> None:
         consumer = getattr(self._event_subscriber, "consumer", None)
@@ -356,7 +365,10 @@ class AgentApp:
             asyncio.create_task(self.remediation.run()),
         ]
         self._started = True
-        _log.info("agent started", rules=len(self.rules), bootstrap=self.config.kafka.bootstrap)
+        _log.info(
+            "agent started", rules=len(self.rules), bootstrap=self.config.kafka.bootstrap,
+            topic_keys_file=self.topic_keys.path, topic_key_id=self.topic_keys.signing.key_id,
+        )
 
     async def stop(self) -> None:
         self._stopping.set()

@@ -22,6 +22,8 @@ from faststream.kafka.security import parse_security
 from actions.audit import AuditRecord
 from agent.logs import get_logger
 
+from .signing import RecordAuth, TopicRole
+from .topic_keys import TopicKeys
 from .topics import caught_up as consumer_caught_up
 
 __all__ = ["AuditTail", "publish_record", "read_audit"]
@@ -38,6 +40,9 @@ class AuditTail:
         Where the audit topic is.
     on_record
         Called for every record, in partition order (synchronously: keep it cheap).
+    auth
+        Admits only records signed with the topic key (signing.py): a forged ``approved``
+        record is counted and skipped, never applied to the ledger.
     """
 
     def __init__(
@@ -46,12 +51,14 @@ class AuditTail:
         topic: str,
         on_record: Callable[[AuditRecord], None],
         *,
+        auth: RecordAuth,
         security: Any = None,
         poll_timeout_ms: int = 200,
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self._on_record = on_record
+        self._auth = auth
         self._security = security
         self._poll_timeout_ms = poll_timeout_ms
         self.caught_up = asyncio.Event()
@@ -96,13 +103,19 @@ class AuditTail:
                     for rec in batch:
                         if rec.offset >= self._next.get(rec.partition, 0):
                             self._next[rec.partition] = rec.offset + 1
-                            self._apply(rec.value)
+                            if self._auth.admit(rec):
+                                self._apply(rec.value)
                 if not self.caught_up.is_set() and await consumer_caught_up(consumer):
                     self.caught_up.set()
                     _log.info("audit ledger rebuilt", topic=self.topic, records=self.records)
         finally:
             self._consumer = None
             await consumer.stop()
+
+    @property
+    def rejected(self) -> int:
+        """Records ignored for a missing or bad signature."""
+        return self._auth.rejected
 
     def _apply(self, value: bytes | None) -> None:
         try:
@@ -115,11 +128,14 @@ class AuditTail:
         self._on_record(record)
 
 
-async def read_audit(bootstrap: str, topic: str, *, security: Any = None, timeout_s: float = 15.0) -> list[AuditRecord]:
-    """Every record on the audit topic now (for the CLI); raises ``TimeoutError`` if the end is not reached."""
+async def read_audit(
+    bootstrap: str, topic: str, *, keys: TopicKeys, security: Any = None, timeout_s: float = 15.0
+) -> list[AuditRecord]:
+    """Every authentic record on the audit topic now (for the CLI); ``TimeoutError`` if the end is not reached."""
     records: list[AuditRecord] = []
     stop = asyncio.Event()
-    tail = AuditTail(bootstrap, topic, records.append, security=security, poll_timeout_ms=100)
+    auth = RecordAuth(keys, TopicRole.AUDIT, topic=topic)
+    tail = AuditTail(bootstrap, topic, records.append, auth=auth, security=security, poll_timeout_ms=100)
     task = asyncio.create_task(tail.run(stop))
     try:
         await asyncio.wait_for(tail.caught_up.wait(), timeout=timeout_s)
@@ -133,12 +149,14 @@ async def read_audit(bootstrap: str, topic: str, *, security: Any = None, timeou
     return records
 
 
-async def publish_record(bootstrap: str, topic: str, record: AuditRecord, *, security: Any = None) -> None:
-    """Publish one record and wait until the broker has it (for the CLI; the agent uses its broker)."""
+async def publish_record(bootstrap: str, topic: str, record: AuditRecord, *, keys: TopicKeys, security: Any = None) -> None:
+    """Publish one record, signed, and wait until the broker has it (for the CLI; the agent uses its broker)."""
+    key, value = record.target.encode(), record.to_json()
+    headers = [("content-type", b"application/json"), *RecordAuth(keys, TopicRole.AUDIT, topic=topic).header_list(key, value)]
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **parse_security(security))
     await producer.start()
     try:
-        await producer.send_and_wait(topic, record.to_json(), key=record.target.encode())
+        await producer.send_and_wait(topic, value, key=key, headers=headers)
     finally:
         await producer.stop()
 

@@ -24,7 +24,9 @@ are valid states of the same deterministic processing, so the further one is kep
 
 Bad bytes never stop a restore: a record that is not a checkpoint, a truncated chunk or
 a checksum mismatch is logged and skipped, and the next best manifest is tried; with
-none left the partition starts fresh, as without checkpoints. A tombstone on the
+none left the partition starts fresh, as without checkpoints. Before any of that, a
+record not signed with the agents' topic key is dropped unread (``checkpoint_store.py``,
+``signing.py``): the checksum catches accidents, the signature forgeries. A tombstone on the
 manifest key (``kafka-console-producer --property null.marker``) erases a partition's
 state on purpose.
 

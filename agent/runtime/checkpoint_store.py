@@ -1,4 +1,10 @@
-"""Writes and reads checkpoint records (``checkpoint.py``) on the state topic with Kafka clients."""
+"""Writes and reads checkpoint records (``checkpoint.py``) on the state topic with Kafka clients.
+
+Every checkpoint record (manifest and chunks) is signed with the topic key, and a
+restore reads only signed ones (signing.py): a record someone else wrote on the state
+topic is counted and skipped, never decoded into detector state. Tombstones carry no
+signature (compaction honours them whatever their headers).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,9 @@ from typing import Any
 from agent.errors import WatchkeeperError
 from agent.logs import get_logger
 
+from .selfmetrics import SelfMetrics
+from .signing import RecordAuth, TopicRole
+from .topic_keys import TopicKeys
 from .topics import caught_up
 from .checkpoint import CHUNK_BYTES, Checkpoint, CheckpointReader, chunk_key, encode_checkpoint
 
@@ -34,6 +43,9 @@ class CheckpointStore:
         ``message.max.bytes`` (1 MiB by default).
     read_timeout_s:
         How long a restore may read before giving up (the partitions then start fresh).
+    keys, metrics:
+        The topic key file's keys (sign what is written, verify what is read) and where
+        rejected records are counted.
     """
 
     def __init__(
@@ -41,6 +53,8 @@ class CheckpointStore:
         bootstrap: str,
         topic: str,
         *,
+        keys: TopicKeys,
+        metrics: SelfMetrics | None = None,
         security: Any = None,
         chunk_bytes: int = CHUNK_BYTES,
         read_timeout_s: float = 30.0,
@@ -50,6 +64,7 @@ class CheckpointStore:
         self.security = security
         self.chunk_bytes = chunk_bytes
         self.read_timeout_s = read_timeout_s
+        self.auth = RecordAuth(keys, TopicRole.STATE, topic=topic, metrics=metrics)
         self._producer: Any = None
         self._partitions: int = 0
         self._slots: dict[str, str] = {}  # key -> slot of its latest manifest
@@ -110,10 +125,13 @@ class CheckpointStore:
             key, offset, payload, slot=slot, chunk_bytes=self.chunk_bytes, checkpoint_id=checkpoint_id
         )
         partition = self.partition_of(key)
-        send = self._producer.send
+        send, sign = self._producer.send, self.auth.header_list
         if chunks:
-            await asyncio.gather(*[await send(self.topic, value=v, key=k.encode(), partition=partition) for k, v in chunks])
-        await (await send(self.topic, value=manifest[1], key=manifest[0].encode(), partition=partition))
+            await asyncio.gather(
+                *[await send(self.topic, value=v, key=k.encode(), partition=partition, headers=sign(k.encode(), v)) for k, v in chunks]
+            )
+        key_bytes = manifest[0].encode()
+        await (await send(self.topic, value=manifest[1], key=key_bytes, partition=partition, headers=sign(key_bytes, manifest[1])))
         self._slots[key] = slot
         await self._drop_extra_chunks(key, slot, len(chunks), partition)
         return checkpoint_id, sum(len(v) for _, v in chunks) + len(manifest[1])
@@ -161,7 +179,8 @@ class CheckpointStore:
                 batches = await consumer.getmany(*tps, timeout_ms=200, max_records=10_000)
                 for records in batches.values():
                     for rec in records:
-                        reader.feed(rec.key, rec.value)
+                        if rec.value is None or self.auth.admit(rec):
+                            reader.feed(rec.key, rec.value)
         finally:
             await consumer.stop()
         found = reader.result()

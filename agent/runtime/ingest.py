@@ -29,6 +29,7 @@ from agent.model import EVENT_ADAPTER, Alert
 
 from .pipeline import Pipeline
 from .selfmetrics import SelfMetrics
+from .signing import RecordAuth
 
 __all__ = [
     "BatchOutcome",
@@ -188,28 +189,32 @@ class Publisher(Protocol):
     async def publish(self, message: Any, topic: str, *, key: bytes | None = ..., headers: dict[str, str] | None = ...) -> Any: ...
 
 
-async def publish_outcome(broker: Publisher, outcome: BatchOutcome, *, dlq_topic: str, alerts_topic: str) -> None:
-    """Publish a batch's effects and wait for the broker to have them all."""
+async def publish_outcome(
+    broker: Publisher, outcome: BatchOutcome, *, dlq_topic: str, alerts_topic: str, auth: RecordAuth
+) -> None:
+    """Publish a batch's effects and wait for the broker to have them all (alerts signed by ``auth``)."""
     sends = [
         broker.publish(dl.value, dlq_topic, key=dl.key, headers=dead_letter_headers(dl))
         for dl in outcome.dead_letters
     ]
-    sends.extend(publish_alerts(broker, outcome.transitions, alerts_topic))
+    sends.extend(publish_alerts(broker, outcome.transitions, alerts_topic, auth=auth))
     if sends:
         await asyncio.gather(*sends)
 
 
-def publish_alerts(broker: Publisher, alerts: Sequence[Alert], topic: str) -> list[Any]:
-    """One keyed record per alert snapshot, keyed by fingerprint so one alert stays ordered."""
-    return [
-        broker.publish(
-            json.dumps(a.to_dict(), separators=(",", ":")).encode(),
-            topic,
-            key=a.fingerprint.encode(),
-            headers={"content-type": "application/json"},
-        )
-        for a in alerts
-    ]
+def publish_alerts(broker: Publisher, alerts: Sequence[Alert], topic: str, *, auth: RecordAuth) -> list[Any]:
+    """One keyed record per alert snapshot, keyed by fingerprint so one alert stays ordered.
+
+    Each record carries ``auth``'s signature: the notifier and the remediation act only
+    on signed alerts (signing.py).
+    """
+    sends = []
+    for a in alerts:
+        value = json.dumps(a.to_dict(), separators=(",", ":")).encode()
+        key = a.fingerprint.encode()
+        headers = {"content-type": "application/json", **auth.headers(key, value)}
+        sends.append(broker.publish(value, topic, key=key, headers=headers))
+    return sends
 
 
 class PositionLog:

@@ -5,6 +5,10 @@ handler publishes transitions there before committing event offsets, and this co
 commits the alerts topic only after a sink accepted them. So an Alertmanager outage
 delays pages (retried with backoff) but never loses them, and never stalls the event
 consumer.
+
+Only alerts the agents signed are paged: the handler (``AgentApp.handle_alerts``) passes
+the batch through ``signing.RecordAuth`` before :func:`decode_alerts`, so a record anyone
+else wrote on the alerts topic is counted and skipped, and its offset committed.
 """
 
 from __future__ import annotations

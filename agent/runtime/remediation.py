@@ -14,7 +14,8 @@ audit-topic tail that rebuilds and follows the ledger, and the approval sweep), 
   run and answers 403 on every route when no token is configured: an open endpoint
   that lets anyone who reaches the metrics port approve a production change is not a
   safe default. Without a token, approve with ``watchkeeper actions approve`` (Kafka
-  credentials are the gate).
+  credentials and the topic key file are the gate: an audit record counts only
+  when signed, see signing.py).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from .approvers import Role
 from .http import Request, Response, Route
 from .remediator import Annotate, Remediator
 from .selfmetrics import SelfMetrics
+from .signing import RecordAuth, TopicRole
+from .topic_keys import TopicKeys
 
 __all__ = ["Remediation", "decode_firing"]
 
@@ -54,8 +57,13 @@ starting at the earliest offset must not remediate last week's incidents. A firi
 alert is re-sent every resend interval, so a live incident always has a fresh record."""
 
 
-def decode_firing(records: Iterable[Any], *, now: float | None = None, max_age_s: float = STALE_ALERT_S) -> list[Alert]:
+def decode_firing(
+    records: Iterable[Any], *, now: float | None = None, max_age_s: float = STALE_ALERT_S, auth: RecordAuth | None = None
+) -> list[Alert]:
     """FIRING alerts from records of the alerts topic, in order, re-sends included.
+
+    With ``auth``, only records it finds authentic count (a forged alert is never acted
+    on); the others are counted and skipped, and the batch's offsets still advance.
 
     Unlike the notifier, a later RESOLVED snapshot in the same batch does not hide a
     FIRING one: the incident happened and its actions are decided (and audited).
@@ -65,6 +73,8 @@ def decode_firing(records: Iterable[Any], *, now: float | None = None, max_age_s
     out: list[Alert] = []
     stale = 0
     for rec in records:
+        if auth is not None and not auth.admit(rec):
+            continue
         if rec.timestamp is not None and 0 < rec.timestamp < oldest_ms:
             stale += 1
             continue
@@ -95,6 +105,7 @@ class Remediation:
         on_audit: Callable[[AuditRecord], None] | None = None,
         context: ActionContext | None = None,
         registry: Mapping[str, type[Action]] | None = None,
+        keys: TopicKeys | None = None,
     ) -> None:
         import httpx
 
@@ -115,19 +126,28 @@ class Remediation:
             on_audit=on_audit,
             registry=registry,
         )
-        self.tail = AuditTail(config.kafka.bootstrap, config.topics.audit, self.remediator.observe, security=config.kafka.security)
+        # alerts and audit records count only when signed with the agent's key file (AgentApp
+        # passes it; without one, a key of this object's own, which verifies only what it wrote)
+        keys = keys if keys is not None else TopicKeys.generate()
+        self.alerts_auth = RecordAuth(keys, TopicRole.ALERTS, topic=config.topics.alerts, metrics=metrics)
+        self.audit_auth = RecordAuth(keys, TopicRole.AUDIT, topic=config.topics.audit, metrics=metrics)
+        self.tail = AuditTail(
+            config.kafka.bootstrap, config.topics.audit, self.remediator.observe, security=config.kafka.security, auth=self.audit_auth
+        )
 
     async def _publish(self, topic: str, key: bytes, value: bytes) -> None:
         await self._broker.publish(value, topic, key=key, headers={"content-type": "application/json"})
 
     async def _publish_record(self, record: AuditRecord) -> None:
-        await self._publish(self.config.topics.audit, record.target.encode(), record.to_json())
+        key, value = record.target.encode(), record.to_json()
+        headers = {"content-type": "application/json", **self.audit_auth.headers(key, value)}
+        await self._broker.publish(value, self.config.topics.audit, key=key, headers=headers)
 
     # --- the subscriber and the background task ------------------------------------------
     async def handle(self, records: Any) -> None:
         """Decide the actions of a batch of alert transitions; raising rewinds the batch."""
         max_age_s = max(STALE_ALERT_S, 4 * self.config.resend_interval_s)  # a live alert is always fresher
-        alerts = [a for a in decode_firing(records, max_age_s=max_age_s) if self.remediator.wants(a)]
+        alerts = [a for a in decode_firing(records, max_age_s=max_age_s, auth=self.alerts_auth) if self.remediator.wants(a)]
         if not alerts:
             return
         await self._ledger_ready()

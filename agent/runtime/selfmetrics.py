@@ -213,3 +213,11 @@ class SelfMetrics:
         self.reports_kept = Gauge(
             "watchkeeper_reports", "Drift reports kept on disk.", registry=r
         )
+        # authenticated internal topics (signing.py): records ignored for a missing or bad signature
+        self.records_rejected = Counter(
+            "watchkeeper_records_rejected_total",
+            "Records on the alerts, audit or state topic ignored because their signature is missing or wrong, "
+            "by topic and reason (unsigned, malformed, unknown_key, bad_signature); counted by each reader.",
+            ["topic", "reason"],
+            registry=r,
+        )

@@ -146,6 +146,8 @@ def agent_config(bootstrap: str, unique_topic: UniqueTopic, rules: Path, **overr
         idle_advance_s=600.0,
         # beside the test's rule file (its tmp_path), never in the checkout
         report_dir=str(Path(rules).parent / "drift-reports"),
+        # the key that signs the alerts/audit/state records, created on first start (tests sign with it too)
+        topic_keys_file=str(Path(rules).parent / "topic-keys"),
     )
     return replace(config, **overrides)
 
@@ -234,6 +236,7 @@ def agent_env(bootstrap: str, topics: Topics, rules: Path, **more: str) -> dict[
             "WATCHKEEPER_KAFKA_SESSION_TIMEOUT_MS": "2000",
             "WATCHKEEPER_KAFKA_HEARTBEAT_INTERVAL_MS": "200",
             "WATCHKEEPER_ALERTMANAGER_URL": "",
+            "WATCHKEEPER_TOPIC_KEYS_FILE": str(Path(rules).parent / "topic-keys"),
             "NO_PROXY": "127.0.0.1,localhost",
         }
     )

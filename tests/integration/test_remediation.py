@@ -35,8 +35,11 @@ from agent.runtime.app import AgentApp
 from agent.runtime.embedded_broker import EmbeddedBroker
 from agent.runtime.notifier import TerminalSink
 from agent.runtime.selfmetrics import SelfMetrics
+from agent.runtime.signing import TopicRole
+from agent.runtime.topic_keys import open_keys
 from tests.integration.harness import agent_config, eventually, inference, sample, unique_name
 from tests.kafka_tools import consume, produce
+from tests.signed_records import produce_with_headers, signed_headers
 from tests.testbed import SlackRecorder
 from tests.unit.actions.fake_kind import RecordingAction, RecordingSystem
 
@@ -120,9 +123,10 @@ def firing(alertname: str, service: str, active_at: float = T0) -> Alert:
 
 
 async def send(broker: EmbeddedBroker, config: AgentConfig, alert: Alert, times: int = 1) -> None:
-    """What the agent's pipeline (or its re-send loop) writes to the alerts topic."""
-    value = json.dumps(alert.to_dict()).encode()
-    await produce(broker.bootstrap, config.topics.alerts, [(alert.fingerprint, value)] * times)
+    """What the agent's pipeline (or its re-send loop) writes to the alerts topic: signed with its key file."""
+    value, key = json.dumps(alert.to_dict()).encode(), alert.fingerprint.encode()
+    headers = signed_headers(open_keys(config.topic_keys_file), TopicRole.ALERTS, key, value)
+    await produce_with_headers(broker.bootstrap, config.topics.alerts, [(key, value, headers)] * times)
 
 
 async def audit_topic(broker: EmbeddedBroker, config: AgentConfig) -> list[AuditRecord]:
@@ -278,7 +282,7 @@ async def test_approve_with_the_cli_then_the_agent_executes(
     broker: EmbeddedBroker, unique_topic: Callable[[str], str], tmp_path: Path, recording_kind: None
 ) -> None:
     alertname, config, system = scenario(broker, unique_topic, tmp_path, "WkApprove", "[{type: recording, mode: approve}]")
-    cli = ["--kafka-bootstrap", broker.bootstrap, "--topic-audit", config.topics.audit]
+    cli = ["--kafka-bootstrap", broker.bootstrap, "--topic-audit", config.topics.audit, "--topic-keys-file", str(config.topic_keys_file)]
     async with running(config, system) as app:
         await send(broker, config, firing(alertname, "api"))
         (request,) = await wait_decisions(app, 1, "the request")
@@ -287,7 +291,9 @@ async def test_approve_with_the_cli_then_the_agent_executes(
         assert listed.exit_code == 0, listed.output
         assert [json.loads(line)["id"] for line in listed.stdout.splitlines()] == [request.id]
 
-        approval = await answer(broker.bootstrap, config.topics.audit, request.id[:12], by="alice", approve=True, reason="ok")
+        approval = await answer(
+            broker.bootstrap, config.topics.audit, request.id[:12], by="alice", approve=True, reason="ok", keys=open_keys(config.topic_keys_file)
+        )
         records = await wait_decisions(app, 3, "the approval and the execution")
         again = await asyncio.to_thread(CliRunner().invoke, cli_app, ["actions", "approve", request.id, *cli])
         table = await asyncio.to_thread(CliRunner().invoke, cli_app, ["actions", "list", *cli])
@@ -370,7 +376,7 @@ async def test_an_unanswered_request_expires(
         await send(broker, config, firing(alertname, "api"))
         records = await wait_decisions(app, 2, "the request and its expiry")
         with pytest.raises(Exception, match="no pending request"):
-            await answer(broker.bootstrap, config.topics.audit, records[0].id, by="late", approve=True)
+            await answer(broker.bootstrap, config.topics.audit, records[0].id, by="late", approve=True, keys=open_keys(config.topic_keys_file))
     assert [(r.outcome, r.guard) for r in records] == [("pending-approval", "approval"), ("expired", "approval")]
     assert records[1].request_id == records[0].id and records[1].ts - records[0].ts >= 1.0
     assert system.applies == []
