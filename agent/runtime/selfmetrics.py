@@ -177,3 +177,10 @@ class SelfMetrics:
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=r,
         )
+        # issue 12: a partition whose batch keeps failing (stall.py)
+        self.partition_stalled = Gauge(
+            "watchkeeper_partition_stalled",
+            "1 while a partition cannot advance: its batch at the same offset failed stall_batches times in a row.",
+            ["topic", "partition"],
+            registry=r,
+        )
