@@ -207,6 +207,8 @@ def run(
     state_topic: Annotated[str, typer.Option(envvar=_ENV + "STATE_TOPIC", help="Compacted topic holding partition checkpoints.")] = "watchkeeper.state",
     checkpoint_interval: Annotated[float, typer.Option(envvar=_ENV + "CHECKPOINT_INTERVAL", help="Seconds between checkpoints of the partitions that moved.")] = 10.0,
     lag_warn_records: Annotated[int, typer.Option(envvar=_ENV + "LAG_WARN_RECORDS", help="A partition further behind than this many records is reported lagging.")] = 10_000,
+    max_event_skew: Annotated[float, typer.Option(envvar=_ENV + "MAX_EVENT_SKEW_S", help="Seconds an event's ts may differ from its Kafka record timestamp; further is dead-lettered (kind skew). 0: trust event time as sent (replays of history).")] = 10.0,
+    stall_batches: Annotated[int, typer.Option(envvar=_ENV + "STALL_BATCHES", help="A partition whose batch fails this many times in a row is reported stalled (/readyz, watchkeeper_partition_stalled).")] = 5,
     log_level: Annotated[str, typer.Option(envvar=_ENV + "LOG_LEVEL")] = "info",
     log_json: Annotated[bool, typer.Option(envvar=_ENV + "LOG_JSON", help="JSON log lines (else human-readable).")] = True,
 ) -> None:
@@ -258,6 +260,8 @@ def run(
             kubeconfig=kubeconfig or None,
             mlflow_tracking_uri=mlflow_tracking_uri or None,
             agent_id=agent_id,
+            max_event_skew_s=max_event_skew,
+            stall_batches=stall_batches,
         )
         asyncio.run(_run(config))
     except (WatchkeeperError, ValueError, OSError) as exc:

@@ -110,6 +110,11 @@ class AgentConfig:
     state_topic: str = "watchkeeper.state"
     checkpoint_interval_s: float = 10.0
     lag_warn_records: int = 10_000
+    # issue 12 (docs/security-records.md): event time is trusted only this close to the
+    # record's Kafka timestamp (0: trust it as sent, for replays of history), and a
+    # partition whose batch failed this many times in a row is reported stalled
+    max_event_skew_s: float = 10.0
+    stall_batches: int = 5
 
     def __post_init__(self) -> None:
         if self.actions_mode not in ("dry-run", "approve", "enforce"):
@@ -133,6 +138,10 @@ class AgentConfig:
         for name in ("staleness_s", "resend_interval_s", "idle_advance_s", "reload_interval_s", "checkpoint_interval_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0")
+        if not 0 <= self.max_event_skew_s < float("inf"):
+            raise ConfigError("max_event_skew_s must be >= 0 (0 trusts event time as sent)", "WATCHKEEPER_MAX_EVENT_SKEW_S")
+        if self.stall_batches < 1:
+            raise ConfigError("stall_batches must be >= 1", "WATCHKEEPER_STALL_BATCHES")
 
 
 def parse_addr(addr: str) -> tuple[str, int]:

@@ -146,6 +146,9 @@ def agent_config(bootstrap: str, unique_topic: UniqueTopic, rules: Path, **overr
         idle_advance_s=600.0,
         # beside the test's rule file (its tmp_path), never in the checkout
         report_dir=str(Path(rules).parent / "drift-reports"),
+        # The tests replay history: events minutes or hours old, sent now. Event time is
+        # trusted as sent (the skew bound has its own tests, test_event_time_trust.py).
+        max_event_skew_s=0.0,
     )
     return replace(config, **overrides)
 
