@@ -24,6 +24,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from aiokafka import TopicPartition
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 
@@ -33,6 +34,7 @@ from agent.model import Alert, AlertState
 from agent.rules import RuleSet, load_rules
 from agent.rules.pricing import PriceTable
 
+from .arrival import ArrivalMarks
 from .http import HttpServer
 from .checkpoint_store import CheckpointStore
 from .fleet import FleetMember
@@ -119,6 +121,7 @@ class AgentApp:
             topic_sources=config.topics.sources(),
             record_positions=self._positions is not None,
             max_event_skew_s=config.max_event_skew_s or None,
+            arrivals=ArrivalMarks() if config.max_event_skew_s else None,
         )
         self.stalls = StallWatch(self.metrics, config.stall_batches)
         self.fleet = FleetMember(
@@ -250,6 +253,7 @@ class AgentApp:
                 self._positions.append(outcome.positions)
             self._after_transitions(outcome.transitions)
             await self.fleet.after_batch(outcome.partitions)
+            self._note_arrivals(outcome.partitions)
 
     async def _attach_reports(self, transitions: list[Alert]) -> list[Alert]:
         """Drift reports for the batch's transitions; without them if writing one fails.
@@ -357,6 +361,24 @@ class AgentApp:
         if firing:
             await asyncio.gather(*publish_alerts(self.broker, firing, self.config.topics.alerts))
 
+    def _note_arrivals(self, partitions: Any = None) -> None:
+        """Record each partition's high-water mark and when it was fetched (see ``arrival.py``)."""
+        arrivals = self.processor.arrivals
+        consumer = getattr(self._event_subscriber, "consumer", None)
+        if arrivals is None or consumer is None:
+            return
+        tps = consumer.assignment() if partitions is None else [TopicPartition(t, p) for t, p in partitions]
+        for tp in tps:
+            try:
+                highwater, seen_ms = consumer.highwater(tp), consumer.last_poll_timestamp(tp)
+            except (AssertionError, KeyError):  # revoked meanwhile
+                continue
+            if highwater is not None and seen_ms is not None:
+                arrivals.note((tp.topic, tp.partition), highwater, seen_ms)
+
+    async def _note_all_arrivals(self) -> None:
+        self._note_arrivals()
+
     async def _export_lag(self) -> None:
         consumer = getattr(self._event_subscriber, "consumer", None)
         if consumer is None:
@@ -395,6 +417,7 @@ class AgentApp:
             asyncio.create_task(self._every(1.0, self._advance_idle_clock, "idle-clock")),
             asyncio.create_task(self._every(self.config.resend_interval_s, self._resend_firing, "resend")),
             asyncio.create_task(self._every(5.0, self._export_lag, "lag")),
+            asyncio.create_task(self._every(1.0, self._note_all_arrivals, "arrivals")),
             asyncio.create_task(self.reloader.run()),
             asyncio.create_task(self.remediation.run()),
         ]

@@ -18,7 +18,8 @@ Event time is the producer's word, so it is trusted only within ``max_event_skew
 the record's Kafka timestamp: a record whose ``ts`` is further away is dead-lettered
 with reason kind ``skew`` (see docs/security-records.md). Otherwise a producer sending
 sixty records in one instant with ``ts`` spread over a minute would fire a ``for: 30s``
-rule at once.
+rule at once. The record timestamp is the producer's word too (``CreateTime``), so it is
+in turn bounded by when this agent saw the partition without the record (``arrival.py``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from agent.errors import EventError
 from agent.logs import get_logger
 from agent.model import EVENT_ADAPTER, Alert
 
+from .arrival import ArrivalMarks
 from .pipeline import Pipeline
 from .selfmetrics import SelfMetrics
 
@@ -170,12 +172,19 @@ class BatchProcessor:
     #: how far (seconds) an event's ``ts`` may be from its record's Kafka timestamp; None
     #: trusts event time as it is (rule tests, backtests, replays of history)
     max_event_skew_s: float | None = None
+    #: high-water marks seen per partition, bounding producer-set record timestamps (live
+    #: consumption); None, or an empty one, bounds nothing
+    arrivals: ArrivalMarks | None = None
 
     def process(self, records: Iterable[RecordLike]) -> BatchOutcome:
         out = BatchOutcome()
         pipeline = self.pipeline()
-        horizon = self.clock() + self.max_future_s
+        now = self.clock()
+        horizon = now + self.max_future_s
         skew_ms = -1.0 if self.max_event_skew_s is None else self.max_event_skew_s * 1000.0
+        # a record stamped earlier than this may be a burst with forged record timestamps:
+        # only those are looked up in the arrival marks (live traffic costs one comparison)
+        stale_ms = -math.inf if skew_ms < 0 or self.arrivals is None else now * 1000.0 - skew_ms
         counts: dict[tuple[str, str], int] = {}
         accept = self.accept
         partitions = out.partitions
@@ -187,6 +196,8 @@ class BatchProcessor:
             partitions.add(where)
             source = self.topic_sources.get(rec.topic, rec.topic)
             try:
+                if rec.timestamp < stale_ms:
+                    self._check_arrival(rec, where, skew_ms)
                 event = parse_event(rec.value, self.max_event_bytes)
                 if event.ts > horizon:
                     raise EventError(f"future: ts is {event.ts - horizon + self.max_future_s:.0f}s ahead of this agent's clock (max_future_s={self.max_future_s:g})")
@@ -226,6 +237,17 @@ class BatchProcessor:
         if len(out.dead_letters) > _LOGGED_PER_BATCH:
             _log.warning("more events dead-lettered in this batch", count=len(out.dead_letters) - _LOGGED_PER_BATCH)
         return out
+
+
+    def _check_arrival(self, rec: RecordLike, where: tuple[str, int], skew_ms: float) -> None:
+        """Refuse a record stamped well before this agent saw its partition end without it."""
+        earliest = self.arrivals.earliest_ms(where, rec.offset) if self.arrivals is not None else None
+        if earliest is not None and rec.timestamp < earliest - skew_ms:
+            raise EventError(
+                f"skew: the record's Kafka timestamp is {(earliest - rec.timestamp) / 1000.0:.0f}s before this agent "
+                f"saw {rec.topic}/{rec.partition} end without it (max_event_skew_s={skew_ms / 1000.0:g}): "
+                "a forged CreateTime, or a producer that held it back"
+            )
 
 
 def _skew_reason(ts: float, timestamp_ms: int, skew_ms: float) -> str:

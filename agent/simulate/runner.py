@@ -278,18 +278,14 @@ class _Run:
             if signal is not None:
                 signal.add(offset, event)
             topic, key = self._topic(event)
-            # the record's timestamp is the event's time, as a producer's CreateTime is: the
-            # scenario replays its traffic faster than wall time, and the agent trusts event
-            # time only close to the record's (max_event_skew_s)
-            stamp = _record_ms(event)
             if self.producer is None:  # the broker is down: the services buffer, as clients do
-                held.append((topic, json.dumps(event).encode(), key, stamp))
+                held.append((topic, json.dumps(event).encode(), key))
                 count += 1
                 continue
             for record in held:
-                pending.append(await self.producer.send(record[0], record[1], key=record[2], timestamp_ms=record[3]))
+                pending.append(await self.producer.send(record[0], record[1], key=record[2]))
             held.clear()
-            pending.append(await self.producer.send(topic, json.dumps(event).encode(), key=key, timestamp_ms=stamp))
+            pending.append(await self.producer.send(topic, json.dumps(event).encode(), key=key))
             count += 1
             if len(pending) >= 5000:
                 await self._flush(pending)
@@ -407,9 +403,3 @@ async def run_scenario(
         await parts.teardown()
         run.wall_s = time.monotonic() - started
     return run
-
-
-def _record_ms(event: dict[str, Any]) -> int | None:
-    """The Kafka timestamp (ms) of a simulated event's record: its event time; None (now) if it has none."""
-    ts = event.get("ts")
-    return int(ts * 1000) if isinstance(ts, (int, float)) and not isinstance(ts, bool) else None

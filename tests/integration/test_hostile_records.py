@@ -2,8 +2,8 @@
 
 A producer writes, on the real Tansu broker, integers far beyond 64 bits in every
 source, broken JSON, a record that makes the pipeline raise, and sixty records sent in
-one instant with event times forged over the minute before. Then one honest record that
-must page. The agent (the real ``AgentApp``, default event-time bound) dead-letters the
+one instant with event times forged over the minute before, then sixty more whose Kafka
+record timestamps are forged as well (CreateTime). Then honest records that must page. The agent (the real ``AgentApp``, default event-time bound) dead-letters the
 hostile ones with their reason kinds, never fires the ``for: 30s`` rule from the
 forged burst, pages on the honest record, and consumes everything (lag back to zero).
 
@@ -12,6 +12,7 @@ Before issue 12 the first 10**400 stalled its partition for ever, in silence.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import time
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from aiokafka import AIOKafkaProducer
 
 from agent.model import Alert, AlertState
 from agent.runtime.app import AgentApp
@@ -84,6 +87,7 @@ async def test_hostile_records_are_dead_lettered_and_honest_ones_page(
     rules.write_text(_rules(page, slow))
     config = agent_config(broker.bootstrap, unique_topic, rules, max_event_skew_s=SKEW_S)
     forger, honest, boom = unique_name("forger"), unique_name("honest"), unique_name("boom")
+    forger2, honest2 = unique_name("forger"), unique_name("honest")
     now = time.time()
 
     burst = [(forger, inference(forger, 5000.0, now - 60 + i)) for i in range(61)]
@@ -123,6 +127,19 @@ async def test_hostile_records_are_dead_lettered_and_honest_ones_page(
                          detail=lambda: f"consumed {consumed()} of {sent}")
         await eventually(lambda: consumed() == sent, timeout_s=20, what="every record consumed",
                          detail=lambda: f"consumed {consumed()} of {sent}")
+
+        # the forger learns: record timestamps forged too, on a partition the agent watches live
+        await asyncio.sleep(1.5)  # the agent has noted where every partition ends, and when
+        later = time.time()
+        forged_ct = [(forger2, inference(forger2, 5000.0, later - 60 + i), int((later - 60 + i) * 1000)) for i in range(61)]
+        await _produce_stamped(broker.bootstrap, config.topics.inference, forged_ct)
+        await _produce_stamped(broker.bootstrap, config.topics.inference, [(honest2, inference(honest2, 5000.0, time.time()), None)])
+        sent += len(forged_ct) + 1
+        await eventually(lambda: transitions.of(AlertState.FIRING, honest2) != [], timeout_s=30,
+                         what="the honest record after the forged-CreateTime burst to page",
+                         detail=lambda: f"consumed {consumed()} of {sent}")
+        await eventually(lambda: consumed() == sent, timeout_s=20, what="every record consumed",
+                         detail=lambda: f"consumed {consumed()} of {sent}")
         await app._export_lag()  # noqa: SLF001 - the exporter's round, now rather than in 5 s
         lags = {(s.labels["topic"], s.labels["partition"]): s.value
                 for m in registry.collect() if m.name == "watchkeeper_consumer_lag" for s in m.samples}
@@ -133,7 +150,9 @@ async def test_hostile_records_are_dead_lettered_and_honest_ones_page(
         skewed = [m for m, (_, v) in zip(burst_meta, burst, strict=True)
                   if abs(json.loads(v)["ts"] * 1000 - m.timestamp) > SKEW_S * 1000]
         assert len(skewed) >= 45, "the forged minute is mostly outside the bound"
-        expected = {"skew": len(skewed), "internal": 1, "invalid": 8}
+        skew_total = sample(registry, "watchkeeper_dead_letters_total", {"topic": config.topics.inference, "reason": "skew"})
+        assert skew_total - len(skewed) >= 45, "the CreateTime-forged minute is mostly refused"
+        expected = {"skew": int(skew_total), "internal": 1, "invalid": 8}
         dead = await consume(broker.bootstrap, config.topics.dlq, n=sum(expected.values()), timeout_s=15)
         kinds: dict[str, int] = {}
         for record in dead:
@@ -149,6 +168,18 @@ async def test_hostile_records_are_dead_lettered_and_honest_ones_page(
             assert total == n, kind
 
         assert [a.labels["alertname"] for a in transitions.of(AlertState.FIRING, honest)] == [page]
+        assert [a.labels["alertname"] for a in transitions.of(AlertState.FIRING, honest2)] == [page]
         assert all(a.labels["alertname"] != slow for a in transitions.of(AlertState.FIRING)), "the forged minute fired for: 30s"
     finally:
         await app.stop()
+
+
+async def _produce_stamped(bootstrap: str, topic: str, records: list[tuple[str, bytes, int | None]]) -> None:
+    """Send ``(key, value, record timestamp ms)``: a producer sets CreateTime as it likes."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        pending = [await producer.send(topic, value=v, key=k.encode(), timestamp_ms=ms) for k, v, ms in records]
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()

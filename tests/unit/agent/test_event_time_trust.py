@@ -120,3 +120,58 @@ def test_the_bound_is_validated(tmp_path: Path) -> None:
         agent(tmp_path, max_event_skew_s=-1.0)
     with pytest.raises(ConfigError, match="WATCHKEEPER_MAX_EVENT_SKEW_S"):
         agent(tmp_path, max_event_skew_s=float("nan"))
+
+
+# --- the record timestamp is the producer's word too (CreateTime): arrival marks ----------
+def forged_burst(first_offset: int) -> list[Rec]:
+    """The burst again, each record's Kafka timestamp forged to match its ``ts``."""
+    return [Rec(slow(WALL - 60 + i), timestamp=int((WALL - 60 + i) * 1000), offset=first_offset + i) for i in range(61)]
+
+
+def test_a_burst_with_forged_record_timestamps_is_caught_by_the_arrival_marks(tmp_path: Path) -> None:
+    app = agent(tmp_path)
+    assert app.processor.arrivals is not None
+    # a second before the burst, this agent fetched the partition: it ended at offset 100
+    app.processor.arrivals.note(("watchkeeper.inference", 0), 100, int((WALL - 1) * 1000))
+    out = app.processor.process(forged_burst(100))
+    assert app.pipeline.firing() == []
+    skewed = [dl for dl in out.dead_letters if dl.kind == "skew"]
+    assert len(skewed) == 49  # stamped more than 10 s before WALL - 1, when the partition was seen without them
+    assert "before this agent saw watchkeeper.inference/0 end without it" in skewed[0].reason
+
+
+def test_a_backlog_below_every_mark_is_not_constrained(tmp_path: Path) -> None:
+    """Catch-up: records already in the log when the agent looked are judged by their timestamps only."""
+    app = agent(tmp_path)
+    assert app.processor.arrivals is not None
+    app.processor.arrivals.note(("watchkeeper.inference", 0), 1000, int((WALL - 1) * 1000))
+    out = app.processor.process(forged_burst(100))
+    assert not out.dead_letters
+    assert [a.fired_at for a in out.transitions if a.state is AlertState.FIRING] == [WALL - 30]
+
+
+def test_honest_live_records_pass_the_arrival_marks(tmp_path: Path) -> None:
+    app = agent(tmp_path)
+    marks = app.processor.arrivals
+    assert marks is not None
+    for i in range(40):
+        marks.note(("watchkeeper.inference", 0), i, int((WALL + i - 0.5) * 1000))  # fetched half a second before
+        out = app.processor.process([Rec(slow(WALL + i - 0.25), timestamp=int((WALL + i) * 1000), offset=i)])
+        assert not out.dead_letters, out.dead_letters
+
+
+def test_arrival_marks_keep_the_tightest_bound_and_forget_what_is_behind() -> None:
+    from agent.runtime.arrival import ArrivalMarks
+
+    marks = ArrivalMarks()
+    where = ("t", 0)
+    assert marks.earliest_ms(where, 5) is None
+    marks.note(where, 10, 1_000)
+    marks.note(where, 10, 2_000)  # the same end, seen later
+    marks.note(where, 20, 3_000)
+    assert marks.earliest_ms(where, 9) is None  # was in the log already
+    assert marks.earliest_ms(where, 10) == 2_000
+    assert marks.earliest_ms(where, 25) == 3_000
+    assert marks.earliest_ms(where, 12) is None  # the mark at 10 was dropped once offset 25 passed
+    marks.note(where, 3, 4_000)  # the log went back: start over
+    assert marks.earliest_ms(where, 5) == 4_000
