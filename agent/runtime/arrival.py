@@ -51,6 +51,13 @@ class ArrivalMarks:
         if len(marks) > _MAX_MARKS:
             marks.popleft()
 
+    def first_marks(self) -> dict[tuple[str, int], int]:
+        """Per partition, the lowest high-water mark known: records below it are never constrained.
+
+        Taken once per batch, so that a backlog costs one comparison per record, no lookup.
+        """
+        return {where: marks[0][0] for where, marks in self._marks.items() if marks}
+
     def earliest_ms(self, where: tuple[str, int], offset: int) -> int | None:
         """The time after which the record at ``offset`` was appended; None if nothing is known.
 

@@ -121,6 +121,7 @@ def _explain(exc: ValidationError, value: bytes) -> str:
     return "invalid event: " + "; ".join(parts) + more
 
 
+_NO_MARK = 2**63  # an offset no record reaches: a partition without arrival marks
 _LOGGED_PER_BATCH = 10  # a flood of bad events is counted in full but logged in sample
 _log = get_logger(__name__)
 
@@ -185,6 +186,7 @@ class BatchProcessor:
         # a record stamped earlier than this may be a burst with forged record timestamps:
         # only those are looked up in the arrival marks (live traffic costs one comparison)
         stale_ms = -math.inf if skew_ms < 0 or self.arrivals is None else now * 1000.0 - skew_ms
+        marked_from = self.arrivals.first_marks() if stale_ms > -math.inf else {}  # type: ignore[union-attr]
         counts: dict[tuple[str, str], int] = {}
         accept = self.accept
         partitions = out.partitions
@@ -196,7 +198,7 @@ class BatchProcessor:
             partitions.add(where)
             source = self.topic_sources.get(rec.topic, rec.topic)
             try:
-                if rec.timestamp < stale_ms:
+                if rec.timestamp < stale_ms and rec.offset >= marked_from.get(where, _NO_MARK):
                     self._check_arrival(rec, where, skew_ms)
                 event = parse_event(rec.value, self.max_event_bytes)
                 if event.ts > horizon:
