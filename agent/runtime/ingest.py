@@ -188,6 +188,7 @@ class BatchProcessor:
         stale_ms = -math.inf if skew_ms < 0 or self.arrivals is None else now * 1000.0 - skew_ms
         marked_from = self.arrivals.first_marks() if stale_ms > -math.inf else {}  # type: ignore[union-attr]
         counts: dict[tuple[str, str], int] = {}
+        internal = 0
         accept = self.accept
         partitions = out.partitions
         for rec in records:
@@ -219,10 +220,12 @@ class BatchProcessor:
                     DeadLetter(rec.topic, rec.partition, rec.offset, rec.key, rec.value, rec.timestamp, reason, "internal")
                 )
                 outcome = "dead_letter"
-                _log.error(
-                    "event handling failed; dead-lettered",
-                    topic=rec.topic, partition=rec.partition, offset=rec.offset, error=reason, traceback=_traceback(exc),
-                )
+                internal += 1
+                if internal <= _LOGGED_PER_BATCH:  # every one is counted; a flood is logged in sample
+                    _log.error(
+                        "event handling failed; dead-lettered",
+                        topic=rec.topic, partition=rec.partition, offset=rec.offset, error=reason, traceback=_traceback(exc),
+                    )
             counts[(source, outcome)] = counts.get((source, outcome), 0) + 1
             if self.record_positions:
                 out.positions.append((rec.topic, rec.partition, rec.offset))
