@@ -175,3 +175,30 @@ def test_arrival_marks_keep_the_tightest_bound_and_forget_what_is_behind() -> No
     assert marks.earliest_ms(where, 12) is None  # the mark at 10 was dropped once offset 25 passed
     marks.note(where, 3, 4_000)  # the log went back: start over
     assert marks.earliest_ms(where, 5) == 4_000
+
+
+class _Captured:
+    """Stands in for the CLI's agent runner: keeps the config ``watchkeeper run`` built."""
+
+    def __init__(self) -> None:
+        self.configs: list[AgentConfig] = []
+
+    async def __call__(self, config: AgentConfig) -> None:
+        self.configs.append(config)
+
+
+def test_the_settings_come_from_flags_and_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    import agent.cli
+
+    captured = _Captured()
+    monkeypatch.setattr(agent.cli, "_run", captured)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULE)
+    base = ["run", "--kafka-bootstrap", "localhost:9092", "--rules", str(rules), "--no-log-json"]
+    runner = CliRunner()
+    assert runner.invoke(agent.cli.app, base).exit_code == 0
+    result = runner.invoke(agent.cli.app, [*base, "--stall-batches", "3"], env={"WATCHKEEPER_MAX_EVENT_SKEW_S": "2.5"})
+    assert result.exit_code == 0, result.output
+    assert [(c.max_event_skew_s, c.stall_batches) for c in captured.configs] == [(10.0, 5), (2.5, 3)]
