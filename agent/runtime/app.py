@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -39,7 +38,7 @@ from .http import HttpServer
 from .checkpoint_store import CheckpointStore
 from .fleet import FleetMember
 from .heap import freeze_startup_heap
-from .ingest import BatchProcessor, PositionLog, describe_exception, publish_alerts, publish_outcome
+from .ingest import BatchProcessor, PositionLog, describe_exception, describe_stack, publish_alerts, publish_outcome
 from .notifier import AlertSink, decode_alerts
 from .reports import DriftReports
 from .pipeline import Pipeline
@@ -69,7 +68,7 @@ async def _logged(handler: str, work: Awaitable[None]) -> None:
             "handler failed; its batch will be redelivered",
             handler=handler,
             error=describe_exception(exc),
-            traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=20))[-4000:],
+            traceback=describe_stack(exc),
         )
         raise
 

@@ -50,6 +50,8 @@ __all__ = [
     "DeadLetter",
     "PositionLog",
     "dead_letter_headers",
+    "describe_exception",
+    "describe_stack",
     "encode_alert",
     "parse_event",
     "publish_alerts",
@@ -139,7 +141,7 @@ def describe_exception(exc: BaseException, limit: int = 500) -> str:
     return f"{type(exc).__name__}: {message[:limit]}"
 
 
-def _traceback(exc: BaseException) -> str:
+def describe_stack(exc: BaseException) -> str:
     """The stack of an unexpected error, as text: frames and lines only, never local variables."""
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=20))[-4000:]
 
@@ -224,7 +226,7 @@ class BatchProcessor:
                 if internal <= _LOGGED_PER_BATCH:  # every one is counted; a flood is logged in sample
                     _log.error(
                         "event handling failed; dead-lettered",
-                        topic=rec.topic, partition=rec.partition, offset=rec.offset, error=reason, traceback=_traceback(exc),
+                        topic=rec.topic, partition=rec.partition, offset=rec.offset, error=reason, traceback=describe_stack(exc),
                     )
             counts[(source, outcome)] = counts.get((source, outcome), 0) + 1
             if self.record_positions:
@@ -232,7 +234,7 @@ class BatchProcessor:
         try:
             out.transitions.extend(pipeline.tick())
         except Exception as exc:  # noqa: BLE001 - no record's fault: the next tick tries again
-            _log.error("alert evaluation failed; retried at the next batch", error=describe_exception(exc), traceback=_traceback(exc))
+            _log.error("alert evaluation failed; retried at the next batch", error=describe_exception(exc), traceback=describe_stack(exc))
         for (source, outcome), n in counts.items():
             self.metrics.events.labels(source, outcome).inc(n)
         for i, dl in enumerate(out.dead_letters):
