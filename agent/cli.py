@@ -211,6 +211,8 @@ def run(
     series_proven: Annotated[float, typer.Option(envvar=_ENV + "SERIES_PROVEN_S", help="Event time a series' events must span before no new series may take its place.")] = 300.0,
     series_retain: Annotated[float, typer.Option(envvar=_ENV + "SERIES_RETAIN_S", help="How long a proven series may stay silent and keep its place.")] = 86_400.0,
     series_shares: Annotated[str, typer.Option(envvar=_ENV + "SERIES_SHARES", help="Share of max-series per source, e.g. inference=0.5,llm=0.25,gpu=0.25 (default: equal).")] = "",
+    max_event_skew: Annotated[float, typer.Option(envvar=_ENV + "MAX_EVENT_SKEW_S", help="Seconds an event's ts may differ from its Kafka record timestamp; further is dead-lettered (kind skew). 0: trust event time as sent (replays of history).")] = 10.0,
+    stall_batches: Annotated[int, typer.Option(envvar=_ENV + "STALL_BATCHES", help="A partition whose batch fails this many times in a row is reported stalled (/readyz, watchkeeper_partition_stalled).")] = 5,
     log_level: Annotated[str, typer.Option(envvar=_ENV + "LOG_LEVEL")] = "info",
     log_json: Annotated[bool, typer.Option(envvar=_ENV + "LOG_JSON", help="JSON log lines (else human-readable).")] = True,
     approvers_file: Annotated[str, typer.Option(envvar=_ENV + "APPROVERS_FILE", help="Bearer tokens of the HTTP API, bound to names: name:token lines or a YAML mapping (docs/security-http.md).")] = "",
@@ -271,6 +273,8 @@ def run(
             report_max_count=report_max_count,
             report_max_bytes=report_max_bytes,
             topic_keys_file=topic_keys_file or None,
+            max_event_skew_s=max_event_skew,
+            stall_batches=stall_batches,
         )
         asyncio.run(_run(config))
     except (WatchkeeperError, ValueError, OSError) as exc:

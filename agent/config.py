@@ -150,6 +150,11 @@ class AgentConfig:
     # authenticated internal topics (issue 12): the key file that signs and verifies records on
     # the alerts, audit and state topics; None: $XDG_STATE_HOME/watchkeeper/topic-keys, created on first start
     topic_keys_file: str | None = None
+    # issue 12 (docs/security-records.md): event time is trusted only this close to the
+    # record's Kafka timestamp (0: trust it as sent, for replays of history), and a
+    # partition whose batch failed this many times in a row is reported stalled
+    max_event_skew_s: float = 10.0
+    stall_batches: int = 5
 
     def __post_init__(self) -> None:
         if self.actions_mode not in ("dry-run", "approve", "enforce"):
@@ -177,6 +182,10 @@ class AgentConfig:
             raise ConfigError("keep at least one drift report", "WATCHKEEPER_REPORT_MAX_COUNT")
         if self.report_max_bytes < 1:
             raise ConfigError("the drift report budget must be >= 1 byte", "WATCHKEEPER_REPORT_MAX_BYTES")
+        if not 0 <= self.max_event_skew_s < float("inf"):
+            raise ConfigError("max_event_skew_s must be >= 0 (0 trusts event time as sent)", "WATCHKEEPER_MAX_EVENT_SKEW_S")
+        if self.stall_batches < 1:
+            raise ConfigError("stall_batches must be >= 1", "WATCHKEEPER_STALL_BATCHES")
 
 
 def parse_addr(addr: str) -> tuple[str, int]:

@@ -9,7 +9,11 @@ Wire-contract rules kept here so they stay in one place:
 * fields may be added, never renamed; unknown fields are ignored, so producers on a
   newer contract never land in the dead-letter topic;
 * ``ts`` is RFC 3339 or epoch seconds and is normalised to epoch seconds (float);
-* numbers must be finite: NaN and infinities are rejected, never propagated.
+* numbers must be finite: NaN and infinities are rejected, never propagated;
+* numbers are bounded: every integer and every number's magnitude is at most
+  ``MAX_NUMBER`` (2**53), so converting an integer to float is exact and arithmetic on
+  a few of them (sums, squares, ratios) stays finite. A producer's 10**400 is an invalid
+  event (dead-lettered), never an exception somewhere downstream.
 """
 
 from __future__ import annotations
@@ -34,12 +38,20 @@ __all__ = [
     "GpuEvent",
     "InferenceEvent",
     "LlmEvent",
+    "MAX_NUMBER",
     "SOURCES",
     "Score",
     "fingerprint",
 ]
 
 SOURCES: tuple[str, ...] = ("inference", "llm", "gpu")
+
+#: the largest magnitude any number on the wire may have: 2**53, the largest integer a
+#: float (and a JSON reader in any language) holds exactly
+MAX_NUMBER = 2**53
+_COUNT = Annotated[int, Field(ge=0, le=MAX_NUMBER)]
+_NUMBER = Annotated[float, Field(ge=-MAX_NUMBER, le=MAX_NUMBER)]
+_AMOUNT = Annotated[float, Field(ge=0, le=MAX_NUMBER)]
 
 _NAME = Annotated[str, Field(min_length=1, max_length=256)]
 _LABELS = Annotated[dict[str, Annotated[str, Field(max_length=1024)]], Field(max_length=64)]
@@ -51,6 +63,8 @@ def _parse_ts(value: Any) -> float:
         return value  # the common case, once per event: no further checks needed
     if isinstance(value, bool):
         raise ValueError("ts must be epoch seconds or an RFC 3339 string, not a boolean")
+    if isinstance(value, int) and not -MAX_NUMBER <= value <= MAX_NUMBER:
+        raise ValueError(f"ts must be at most {MAX_NUMBER} epoch seconds")  # float() would overflow
     if isinstance(value, (int, float)):
         ts = float(value)
     elif isinstance(value, str):
@@ -63,8 +77,8 @@ def _parse_ts(value: Any) -> float:
         ts = parsed.timestamp()
     else:
         raise ValueError("ts must be epoch seconds or an RFC 3339 string")
-    if not math.isfinite(ts) or ts < 0:
-        raise ValueError("ts must be a finite, non-negative epoch time")
+    if not math.isfinite(ts) or not 0 <= ts <= MAX_NUMBER:
+        raise ValueError(f"ts must be a finite, non-negative epoch time of at most {MAX_NUMBER} s")
     return ts
 
 
@@ -91,10 +105,12 @@ class InferenceEvent(_WireEvent):
     service: _NAME
     model: _NAME
     model_version: _NAME
-    latency_ms: float = Field(ge=0)
+    latency_ms: _AMOUNT
     status: Literal["ok", "error"]
-    features: Annotated[dict[str, float | str], Field(max_length=512)] = Field(default_factory=dict)
-    prediction: float | str | None = None
+    features: Annotated[dict[str, _NUMBER | str], Field(max_length=512)] = Field(
+        default_factory=dict, description=f"Feature values: finite numbers of magnitude <= {MAX_NUMBER}, or strings."
+    )
+    prediction: _NUMBER | str | None = Field(default=None, description=f"A finite number of magnitude <= {MAX_NUMBER}, or a string.")
 
     _version = field_validator("model_version", mode="before")(_str_or_int)
 
@@ -111,11 +127,11 @@ class LlmEvent(_WireEvent):
     model: _NAME
     prompt_version: _NAME
     tenant: _NAME
-    prompt_tokens: int = Field(ge=0)
-    completion_tokens: int = Field(ge=0)
-    latency_ms: float = Field(ge=0)
+    prompt_tokens: _COUNT
+    completion_tokens: _COUNT
+    latency_ms: _AMOUNT
     status: Literal["ok", "error"]
-    cost_usd: float | None = Field(default=None, ge=0)
+    cost_usd: _AMOUNT | None = None
 
     _version = field_validator("prompt_version", mode="before")(_str_or_int)
 
@@ -137,11 +153,11 @@ class GpuEvent(_WireEvent):
     gpu: _NAME = Field(description="GPU index or UUID.")
     pod: str | None = None
     util_pct: float = Field(ge=0, le=100)
-    mem_used_bytes: int = Field(ge=0)
-    mem_total_bytes: int = Field(gt=0)
-    temp_c: float
-    power_w: float = Field(ge=0)
-    xid_errors: int | None = Field(default=None, ge=0)
+    mem_used_bytes: _COUNT
+    mem_total_bytes: Annotated[int, Field(gt=0, le=MAX_NUMBER)]
+    temp_c: _NUMBER
+    power_w: _AMOUNT
+    xid_errors: _COUNT | None = None
 
     _gpu = field_validator("gpu", mode="before")(_str_or_int)
 

@@ -9,6 +9,10 @@
 * background tasks: advance event time while the stream is quiet, re-send firing
   alerts, hot-reload rules, export consumer lag;
 * an HTTP server for /metrics, /healthz and /readyz.
+
+Every handler's exception is logged (type, message and stack, never local variables)
+before FastStream sees it: the broker itself is built without a logger. An event
+partition whose batch keeps failing is reported stalled (``stall.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from aiokafka import TopicPartition
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 
@@ -29,11 +34,12 @@ from agent.rules import RuleSet, load_rules
 from agent.rules.pricing import PriceTable
 
 from .approvers import Approvers
+from .arrival import ArrivalMarks
 from .http import HttpServer
 from .checkpoint_store import CheckpointStore
 from .fleet import FleetMember
 from .heap import freeze_startup_heap
-from .ingest import BatchProcessor, PositionLog, publish_alerts, publish_outcome
+from .ingest import BatchProcessor, PositionLog, describe_exception, describe_stack, publish_alerts, publish_outcome
 from .notifier import AlertSink, decode_alerts
 from .reports import DriftReports
 from .pipeline import Pipeline
@@ -43,11 +49,32 @@ from .selfmetrics import SelfMetrics
 from .series_report import SeriesReport
 from .signing import RecordAuth, TopicRole
 from .topic_keys import open_keys
+from .stall import StallWatch
 from .topics import create_topics
 
 __all__ = ["AgentApp"]
 
 _log = get_logger(__name__)
+
+
+async def _logged(handler: str, work: Awaitable[None]) -> None:
+    """Await a handler's work; log any exception (no local variables) before FastStream NACKs.
+
+    The broker is built with ``logger=None`` (its own lines would carry tracebacks with
+    locals): without this, a failing handler would be redelivered for ever in silence.
+    """
+    try:
+        await work
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        _log.error(
+            "handler failed; its batch will be redelivered",
+            handler=handler,
+            error=describe_exception(exc),
+            traceback=describe_stack(exc),
+        )
+        raise
 
 
 async def _raw_records(msg: Any) -> Any:
@@ -101,7 +128,10 @@ class AgentApp:
             max_future_s=config.max_future_s,
             topic_sources=config.topics.sources(),
             record_positions=self._positions is not None,
+            max_event_skew_s=config.max_event_skew_s or None,
+            arrivals=ArrivalMarks() if config.max_event_skew_s else None,
         )
+        self.stalls = StallWatch(self.metrics, config.stall_batches)
         self.fleet = FleetMember(
             group=config.kafka.group_id,
             pipeline=lambda: self.pipeline,
@@ -180,7 +210,7 @@ class AgentApp:
 
         @events
         async def on_events(records: Any) -> None:
-            await self.handle_events(records)
+            await self.consume_events(records)
 
         @broker.subscriber(
             topics.alerts,
@@ -189,7 +219,7 @@ class AgentApp:
             **consumer_opts,
         )
         async def on_alerts(records: Any) -> None:
-            await self.handle_alerts(records)
+            await _logged("alerts", self.handle_alerts(records))
 
         @broker.subscriber(
             topics.alerts,
@@ -198,12 +228,21 @@ class AgentApp:
             **consumer_opts,
         )
         async def on_action_alerts(records: Any) -> None:
-            await self.remediation.handle(records)
+            await _logged("actions", self.remediation.handle(records))
 
         self._event_subscriber = events
         return broker
 
     # --- handlers -----------------------------------------------------------------------
+    async def consume_events(self, records: Any) -> None:
+        """The event subscriber: ``handle_events``, its failures logged and watched for stalls."""
+        try:
+            await _logged("events", self.handle_events(records))
+        except Exception:
+            self.stalls.failed(records)
+            raise
+        self.stalls.advanced(records)
+
     async def handle_events(self, records: Any) -> None:
         """Process a batch; publish its effects; return only when they are durable.
 
@@ -214,7 +253,7 @@ class AgentApp:
                 outcome = self.processor.process(records)
             self._last_batch_wall = time.monotonic()
             if outcome.transitions:
-                outcome.transitions = await self.reports.attach(outcome.transitions)
+                outcome.transitions = await self._attach_reports(outcome.transitions)
             try:
                 await publish_outcome(
                     self.broker, outcome, dlq_topic=self.config.topics.dlq, alerts_topic=self.config.topics.alerts,
@@ -230,6 +269,19 @@ class AgentApp:
                 self._positions.append(outcome.positions)
             self._after_transitions(outcome.transitions)
             await self.fleet.after_batch(outcome.partitions)
+            self._note_arrivals(outcome.partitions)
+
+    async def _attach_reports(self, transitions: list[Alert]) -> list[Alert]:
+        """Drift reports for the batch's transitions; without them if writing one fails.
+
+        A report is a courtesy: failing the batch for it would redeliver the same records
+        (and fail again) for ever.
+        """
+        try:
+            return await self.reports.attach(transitions)
+        except Exception as exc:  # noqa: BLE001 - the alerts matter, the report does not
+            _log.error("drift reports not written; alerts published without them", error=describe_exception(exc))
+            return transitions
 
     async def handle_alerts(self, records: Any) -> None:
         """Deliver alert transitions; raising makes FastStream rewind and redeliver them."""
@@ -318,13 +370,31 @@ class AgentApp:
             return
         async with self.fleet.lock:  # never between a revoked partition's checkpoint and its removal
             transitions = self.pipeline.tick(self.pipeline.clock + 1.0)
-        await self._publish_alerts(await self.reports.attach(transitions))
+        await self._publish_alerts(await self._attach_reports(transitions))
 
     async def _resend_firing(self) -> None:
         """Re-send firing alerts, as Prometheus does, so Alertmanager keeps them alive."""
         firing = self.pipeline.firing()
         if firing:
             await asyncio.gather(*publish_alerts(self.broker, firing, self.config.topics.alerts, auth=self.alerts_auth))
+
+    def _note_arrivals(self, partitions: Any = None) -> None:
+        """Record each partition's high-water mark and when it was fetched (see ``arrival.py``)."""
+        arrivals = self.processor.arrivals
+        consumer = getattr(self._event_subscriber, "consumer", None)
+        if arrivals is None or consumer is None:
+            return
+        tps = consumer.assignment() if partitions is None else [TopicPartition(t, p) for t, p in partitions]
+        for tp in tps:
+            try:
+                highwater, seen_ms = consumer.highwater(tp), consumer.last_poll_timestamp(tp)
+            except (AssertionError, KeyError):  # revoked meanwhile
+                continue
+            if highwater is not None and seen_ms is not None:
+                arrivals.note((tp.topic, tp.partition), highwater, seen_ms)
+
+    async def _note_all_arrivals(self) -> None:
+        self._note_arrivals()
 
     async def _export_lag(self) -> None:
         consumer = getattr(self._event_subscriber, "consumer", None)
@@ -339,6 +409,9 @@ class AgentApp:
 
     # --- lifecycle ----------------------------------------------------------------------
     def readiness(self) -> tuple[bool, str]:
+        stalled = self.stalls.stalled()
+        if stalled:
+            return False, "; ".join(stalled)
         if not self._started:
             return False, "starting"
         if self._stopping.is_set():
@@ -361,6 +434,7 @@ class AgentApp:
             asyncio.create_task(self._every(1.0, self._advance_idle_clock, "idle-clock")),
             asyncio.create_task(self._every(self.config.resend_interval_s, self._resend_firing, "resend")),
             asyncio.create_task(self._every(5.0, self._export_lag, "lag")),
+            asyncio.create_task(self._every(1.0, self._note_all_arrivals, "arrivals")),
             asyncio.create_task(self.reloader.run()),
             asyncio.create_task(self.remediation.run()),
         ]

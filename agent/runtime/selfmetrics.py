@@ -221,3 +221,10 @@ class SelfMetrics:
             ["topic", "reason"],
             registry=r,
         )
+        # issue 12: a partition whose batch keeps failing (stall.py)
+        self.partition_stalled = Gauge(
+            "watchkeeper_partition_stalled",
+            "1 while a partition cannot advance: its batch at the same offset failed stall_batches times in a row.",
+            ["topic", "partition"],
+            registry=r,
+        )

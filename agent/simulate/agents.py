@@ -101,6 +101,8 @@ class InProcessAgent:
             http_addr="127.0.0.1:0",
             create_topics=partitions,
             idle_advance_s=600.0,  # event time moves with the simulated events only: exact
+            # scenarios replay minutes of traffic in seconds, live: event time is trusted as sent
+            max_event_skew_s=0.0,
             resend_interval_s=resend_interval_s,
             processed_log=str(processed_log),
             prices_file=prices,
@@ -168,6 +170,7 @@ class SubprocessAgent:
             WATCHKEEPER_RESEND_INTERVAL_S=str(resend_interval_s),
             WATCHKEEPER_REPORT_DIR=str(report_dir),
             WATCHKEEPER_LOG_LEVEL="warning",
+            WATCHKEEPER_MAX_EVENT_SKEW_S="0",  # scenarios replay minutes of traffic in seconds, live
             NO_PROXY="127.0.0.1,localhost",
         )
         if prices:

@@ -282,7 +282,10 @@ class Emitter:
                 continue
             self._inflight += 1
             try:
-                delivery = await self._producer.send(topic, value=value, key=key)
+                # the record's timestamp is the event's time, not the (maybe much later) send:
+                # Watchkeeper trusts event time only close to it, and a backlog drained after
+                # a broker outage must not look like forged time
+                delivery = await self._producer.send(topic, value=value, key=key, timestamp_ms=_record_ms(event))
             except asyncio.CancelledError:  # close() gave up waiting: account for this event
                 self._inflight -= 1
                 self._drop("shutdown")
@@ -319,3 +322,11 @@ class Emitter:
         if now - self._last_error_log >= 30.0:  # one line per 30 s: a dead broker must not flood logs
             self._last_error_log = now
             _log.warning("watchkeeper-emit: " + message, *args)
+
+
+def _record_ms(event: Mapping[str, Any]) -> int | None:
+    """The Kafka record timestamp (ms) of an event: its ``ts`` if epoch seconds, else None (now)."""
+    ts = event.get("ts")
+    if isinstance(ts, (int, float)) and not isinstance(ts, bool) and 0 <= ts < 1e11:
+        return int(ts * 1000)
+    return None

@@ -153,7 +153,7 @@ def test_prometheusrule_equals_the_compose_rules_and_passes_promtool(tmp_path):
     assert check.returncode == 0, check.stdout + check.stderr
     names = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
     assert {"WatchkeeperConsumerLagHigh", "WatchkeeperDeadLetterRateHigh", "WatchkeeperAlertmanagerSendFailing",
-            "WatchkeeperActionsFailing"} <= names
+            "WatchkeeperActionsFailing", "WatchkeeperPartitionStalled", "WatchkeeperInternalErrors"} <= names
 
 
 # --- against a real API server -------------------------------------------------------------

@@ -153,7 +153,7 @@ def test_every_metric_in_the_dashboard_and_alerts_is_exported():
     unknown = used - exported - IN_FLIGHT_METRICS
     assert not unknown, f"not exported by the agent or the emitter: {sorted(unknown)}"
     assert {"watchkeeper_consumer_lag", "watchkeeper_dead_letters_total", "watchkeeper_alertmanager_send_failures_total",
-            "watchkeeper_action_failures_total"} <= used
+            "watchkeeper_action_failures_total", "watchkeeper_partition_stalled"} <= used
 
 
 def test_emitter_metric_names_are_what_it_exports():

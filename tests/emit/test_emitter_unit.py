@@ -24,7 +24,7 @@ class MemoryProducer:
     async def start(self):
         pass
 
-    async def send(self, topic, value, key):
+    async def send(self, topic, value, key, timestamp_ms=None):
         future = asyncio.get_running_loop().create_future()
         if self.fail:
             future.set_exception(RuntimeError("not acknowledged"))
@@ -134,7 +134,7 @@ def test_docstring_examples(module):
 
 async def test_events_the_producer_never_settles_are_counted_at_close():
     class Stuck(MemoryProducer):
-        async def send(self, topic, value, key):
+        async def send(self, topic, value, key, timestamp_ms=None):
             return asyncio.get_running_loop().create_future()  # never acknowledged, never failed
 
         async def stop(self):

@@ -148,6 +148,9 @@ def agent_config(bootstrap: str, unique_topic: UniqueTopic, rules: Path, **overr
         report_dir=str(Path(rules).parent / "drift-reports"),
         # the key that signs the alerts/audit/state records, created on first start (tests sign with it too)
         topic_keys_file=str(Path(rules).parent / "topic-keys"),
+        # The tests replay history: events minutes or hours old, sent now. Event time is
+        # trusted as sent (the skew bound has its own tests, test_event_time_trust.py).
+        max_event_skew_s=0.0,
     )
     return replace(config, **overrides)
 

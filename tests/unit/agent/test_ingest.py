@@ -121,7 +121,8 @@ async def test_handler_publishes_dead_letters_and_alert_transitions(tmp_path):
         "groups:\n- name: g\n  rules:\n  - alert: Slow\n    source: inference\n"
         "    detector: {kind: threshold, field: latency_ms, op: '>', threshold: 100}\n"
     )
-    config = AgentConfig(kafka=KafkaConfig("localhost:9092"), rules=(str(rules),), http_addr="127.0.0.1:0")
+    # the event below is dated 2026-11-25 and sent now: a replay, event time trusted as sent
+    config = AgentConfig(kafka=KafkaConfig("localhost:9092"), rules=(str(rules),), http_addr="127.0.0.1:0", max_event_skew_s=0.0)
     app = AgentApp(config, TerminalSink(), serve_http=False)
     seen = {"dlq": [], "alerts": []}
 
