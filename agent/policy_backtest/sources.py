@@ -6,7 +6,10 @@ positioned with ``offsets_for_times(from)``, the range's end offset is
 ``offsets_for_times(to)`` (or the high-water mark when nothing was written after
 ``to``), and each partition is read up to that end and no further. Records are then
 kept only when their Kafka timestamp lies in ``[from, to)``, which also makes the result
-exact on brokers whose timestamp index is coarse.
+exact on brokers whose timestamp index is coarse or wrong: the end offset is trusted
+only once the record found there is at or after ``to`` (one record read past the range
+on a correct broker); when it is not (the Tansu test broker answers offset 0 for any
+time), the partition is read to its high-water mark instead.
 
 Every record becomes an :class:`Recorded` (raw bytes and where it came from) and the
 list is ordered by (event time, partition, offset): the order a replay uses, the same
@@ -95,21 +98,22 @@ async def _partitions(consumer: Any, topic: str) -> list[int]:
 async def _read(consumer: Any, todo: dict[Any, int | None], start: float, end: float, timeout_s: float) -> list[Recorded]:
     out: list[Recorded] = []
     deadline = time.monotonic() + timeout_s
+    end_ms = int(end * 1000)
     live = dict(todo)
-    for tp, stop in list(live.items()):
-        if stop is not None and await consumer.position(tp) >= stop:
-            del live[tp]
-    if live:
-        consumer.pause(*[tp for tp in todo if tp not in live])
     while live:
         if time.monotonic() > deadline:
             raise TimeoutError(f"the topic range was not read within {timeout_s:g}s ({len(out)} records so far)")
         batches = await consumer.getmany(*live, timeout_ms=500)
         for tp, records in batches.items():
-            stop = live.get(tp)
             for rec in records:
+                stop = live.get(tp)
                 if stop is not None and rec.offset >= stop:
-                    break
+                    if rec.timestamp >= end_ms:
+                        live[tp] = rec.offset  # the range's end, confirmed by the record there
+                        break
+                    # the timestamp index answered an offset whose record is inside the range (Tansu
+                    # answers offset 0 for every time): trust it no further, read to the high-water mark
+                    live[tp] = None
                 ts = rec.timestamp / 1000.0
                 if start <= ts < end and rec.value is not None:
                     out.append(Recorded(bytes(rec.value), tp.partition, rec.offset, ts))
@@ -117,7 +121,8 @@ async def _read(consumer: Any, todo: dict[Any, int | None], start: float, end: f
             stop = live[tp]
             position = await consumer.position(tp)
             highwater = consumer.highwater(tp)
-            if (stop is not None and position >= stop) or (stop is None and highwater is not None and position >= highwater):
+            at_end = (stop is not None and position > stop) or (highwater is not None and position >= highwater)
+            if at_end:
                 del live[tp]
                 consumer.pause(tp)
         await asyncio.sleep(0)
