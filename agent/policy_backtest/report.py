@@ -209,7 +209,7 @@ def _plot(run: PolicyRun, incidents: Sequence[Incident] | None, path: Path) -> N
         elif a.state is AlertState.RESOLVED and key in fired:
             start = fired.pop(key)
             ev.plot([x(start), x(a.resolved_at or run.end)], [row, row], lw=6, color="tab:orange", solid_capstyle="butt")
-    for (fp, active_at), start in sorted(fired.items()):
+    for (fp, _), start in sorted(fired.items()):
         name = next((a.name or a.rule_id for a in run.transitions if a.fingerprint == fp), "")
         ev.plot([x(start), x(run.end)], [rows[name], rows[name]], lw=6, color="tab:orange", solid_capstyle="butt")
     style = {"executed": ("^", "tab:green"), "dry-run": ("o", "tab:blue"), "pending-approval": ("s", "tab:olive")}
