@@ -7,8 +7,9 @@ Times are epoch seconds or ISO 8601 (naive means UTC).
 Definitions (also in ``docs/policy-backtest.md``):
 
 - an *action* is a decision that would have changed a target: outcome ``executed``
-  (or ``dry-run`` when the ceiling kept it from acting); refusals, no-ops, requests
-  waiting for approval and failures are not actions;
+  (or ``dry-run`` when the ceiling kept it from acting) of a kind other than ``notify``
+  (a message, not a remediation); refusals, no-ops, requests waiting for approval and
+  failures are not actions;
 - an action is *right* when its event time lies in a labelled incident
   (``start <= t <= end``) and, if the incident names a service, the action's alert
   carries that ``service`` label or its target names it;
@@ -32,10 +33,13 @@ from actions.audit import AuditRecord
 from agent.errors import ConfigError
 from agent.model import Alert, AlertState
 
-__all__ = ["ACTING", "Incident", "Score", "load_incidents", "pages", "score_actions"]
+__all__ = ["ACTING", "MESSAGES", "Incident", "Score", "load_incidents", "pages", "score_actions"]
 
 ACTING = frozenset({"executed", "dry-run"})
 """Outcomes that count as an action (see the module docstring)."""
+
+MESSAGES = frozenset({"notify"})
+"""Kinds that send a message and change no target: listed in the report, not scored as actions."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +124,7 @@ def load_incidents(path: Path) -> list[Incident]:
 
 def score_actions(records: Sequence[AuditRecord], incidents: Sequence[Incident]) -> Score:
     """Precision and recall of the actions against the labelled incidents."""
-    acted = [r for r in records if r.outcome in ACTING]
+    acted = [r for r in records if r.outcome in ACTING and r.action not in MESSAGES]
     right = sum(1 for r in acted if any(i.covers(r.ts) and i.about(r.labels, r.target) for i in incidents))
     remediated = sum(1 for i in incidents if any(i.covers(r.ts) and i.about(r.labels, r.target) for r in acted))
     return Score(len(acted), right, len(incidents), remediated)

@@ -12,7 +12,8 @@ expect a remediation, on which target, and the floors the suite is held to::
 Definitions (also in ``docs/policy-backtest.md``):
 
 - an *action* is an audit record with outcome ``executed``, or ``dry-run`` (what a run
-  without a real target decides; it would have executed). Verification records
+  without a real target decides; it would have executed), of a kind that changes a
+  target (``notify`` only sends a message: not a remediation, not scored). Verification records
   (``recovered``, ``not_recovered``, ``inconclusive``, linked by ``verify_of``) and
   undos (``undo_of``) are counted in their own columns, not as actions;
 - an action is *right* when its scenario declares a fault it remediates with that
@@ -24,8 +25,10 @@ Definitions (also in ``docs/policy-backtest.md``):
 - *time to recovery with the action*: from the fault's start to the resolve of the
   alert that triggered the first right action (event time, scenario seconds; ``-``
   if it never resolved in the run); *without*: the entry's ``untreated_s`` if given,
-  else the fault's scripted duration, i.e. how long the fault lasts when nothing
-  answers it.
+  else the fault's scripted course: its duration plus the alert's resolve delay after
+  the fault's end as measured in the run (the scenarios' faults are scripted and do not
+  end when an action lands, so the two are equal unless the action made the alert
+  resolve before the fault ended).
 
 The suite fails when precision or recall is below its floor or there are more wrong
 actions than ``max_wrong`` (default 0: one wrong action fails CI).
@@ -49,6 +52,7 @@ __all__ = ["SCOREBOARD_FILE", "Scoreboard", "ScoreboardSpec", "load_scoreboard",
 
 SCOREBOARD_FILE = "scoreboard.yaml"
 _ACTING = frozenset({"executed", "dry-run"})
+_MESSAGES = frozenset({"notify"})  # kinds that send a message and change no target: not remediations
 _VERIFY = ("recovered", "not_recovered", "inconclusive")
 
 
@@ -235,7 +239,7 @@ def score_run(run: ScenarioRun, spec: _ScenarioSpec | None) -> Row:
         if rec.get("undo_of") is not None:
             row.undos += 1 if outcome == "executed" else 0
             continue
-        if outcome not in _ACTING:
+        if outcome not in _ACTING or rec.get("action") in _MESSAGES:
             continue
         row.actions += 1
         at = float(rec.get("alert_active_at") or 0.0) - start_ts
@@ -255,10 +259,15 @@ def score_run(run: ScenarioRun, spec: _ScenarioSpec | None) -> Row:
     row.remediated = len(first_right)
     for i, e in enumerate(entries):
         fault = faults[e.fault]
-        row.recovery_without_s.append(e.untreated_s if e.untreated_s is not None else fault.end_s - fault.start_s)
         rec = first_right.get(i)
         resolved = _resolved_at(transitions, rec.get("fingerprint"), rec.get("alert_active_at")) if rec else None
-        row.recovery_with_s.append(None if resolved is None else round(resolved - start_ts - fault.start_s, 1))
+        with_s = None if resolved is None else round(resolved - start_ts - fault.start_s, 1)
+        row.recovery_with_s.append(with_s)
+        if e.untreated_s is not None:
+            row.recovery_without_s.append(e.untreated_s)
+        else:  # the scripted course: the whole fault, then the alert's own resolve delay after it
+            lag = max(0.0, (with_s or 0.0) - (fault.end_s - fault.start_s))
+            row.recovery_without_s.append(round(fault.end_s - fault.start_s + lag, 1))
     return row
 
 

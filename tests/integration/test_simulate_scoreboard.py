@@ -70,7 +70,8 @@ def test_right_action_passes_and_wrong_target_fails(broker: EmbeddedBroker, tmp_
     assert status == 0, text
     assert (board["actions"], board["right"], board["wrong"], board["precision"], board["recall"]) == (1, 1, 0, 1.0, 1.0)
     row = board["scenarios"][0]  # type: ignore[index]
-    assert row["recovery_without_s"] == [60.0] and row["recovery_with_s"][0] is not None
+    with_s, without_s = row["recovery_with_s"][0], row["recovery_without_s"][0]  # type: ignore[index]
+    assert with_s is not None and with_s > 0 and without_s >= 60.0  # a dry-run: the fault ran its scripted 60 s
     assert "## Remediation scoreboard" in md and "Floors held." in md
 
     status, text, board, md = _suite(tmp_path / "wrong", "deployment/ml-serving/search", broker.bootstrap)

@@ -39,7 +39,9 @@ def test_right_action_holds_the_floors_and_times_recovery() -> None:
     assert (board.actions, board.right, board.wrong, board.precision, board.recall) == (1, 1, 0, 1.0, 1.0)
     row = board.rows[0]
     assert row.recovery_with_s == [170.0]  # fault start (450 s) to the triggering alert's resolve (620 s)
-    assert row.recovery_without_s == [240.0]  # the fault's scripted duration
+    assert row.recovery_without_s == [240.0]  # the fault's scripted duration (it resolved before the fault ended)
+    late = {**resolved, "resolved_at": START + 750}  # 60 s after the fault's end: the scripted course includes that lag
+    assert score([_run([_action("model/fraud-detector", 470)], [late])], SPEC).rows[0].recovery_without_s == [300.0]
     assert board.failures() == []
     assert "Floors held." in board.to_markdown()
 
