@@ -124,7 +124,10 @@ def load_incidents(path: Path) -> list[Incident]:
 
 def score_actions(records: Sequence[AuditRecord], incidents: Sequence[Incident]) -> Score:
     """Precision and recall of the actions against the labelled incidents."""
-    acted = [r for r in records if r.outcome in ACTING and r.action not in MESSAGES]
+    acted = [
+        r for r in records
+        if r.outcome in ACTING and r.action not in MESSAGES and getattr(r, "undo_of", None) is None  # an undo corrects, it is not scored
+    ]
     right = sum(1 for r in acted if any(i.covers(r.ts) and i.about(r.labels, r.target) for i in incidents))
     remediated = sum(1 for i in incidents if any(i.covers(r.ts) and i.about(r.labels, r.target) for r in acted))
     return Score(len(acted), right, len(incidents), remediated)

@@ -173,7 +173,8 @@ class Scoreboard:
             "",
             "Right: the action's target is one its scenario declares for a fault that was active when the"
             " triggering alert became active (`simulations/scoreboard.yaml`). Recovery: fault start to the"
-            " triggering alert's resolve (with), and the fault's untreated duration (without), scenario seconds.",
+            " triggering alert's resolve (with), and the fault's scripted course plus that alert's resolve delay, or the declared"
+            " `untreated_s` (without), scenario seconds; `notify` is a message, not scored.",
             "",
             "| scenario | actions | right | wrong | precision | incidents | remediated | recall | recovery with (s) | without (s) | verified | undos |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|",

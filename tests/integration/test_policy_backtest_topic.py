@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from typer.testing import CliRunner
+
+from agent.cli import app
 from agent.policy_backtest import PolicyBacktest, PolicySettings, run_policy_backtest
 from agent.runtime.embedded_broker import EmbeddedBroker
 from agent.runtime.topics import create_topics
@@ -90,6 +93,14 @@ def test_topic_range_backtest_is_reproducible_byte_for_byte(
                        labels=labels, settings=PolicySettings(namespaces=frozenset({"ml-serving"})))
     )[0]
     assert [(r.ts, r.target, r.outcome, r.guard) for r in run1.records] == [(r.ts, r.target, r.outcome, r.guard) for r in jsonl.records]
+    # the command line reads the same range and writes the same bytes
+    cli = CliRunner().invoke(app, [
+        "backtest", "--policy", str(policy), "--topic", topic, "--bootstrap", broker.bootstrap, "--from", str(T0),
+        "--to", str(T0 + DURATION_S), "--labels", str(labels), "--namespaces", "ml-serving", "--report-dir", str(tmp_path / "cli"),
+    ])
+    assert cli.exit_code == 0, cli.output
+    assert (tmp_path / "cli" / "report.md").read_bytes() == md1.read_bytes()
+    assert (tmp_path / "cli" / "timeline.png").read_bytes() == png1.read_bytes()
     # no consumer group was joined (nor left behind) by the reads
     assert asyncio.run(_groups(broker.bootstrap)) == groups_before
 
