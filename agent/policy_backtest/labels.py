@@ -8,8 +8,8 @@ Definitions (also in ``docs/policy-backtest.md``):
 
 - an *action* is a decision that would have changed a target: outcome ``executed``
   (or ``dry-run`` when the ceiling kept it from acting) of a kind other than ``notify``
-  (a message, not a remediation); refusals, no-ops, requests waiting for approval and
-  failures are not actions;
+  (a message, not a remediation); refusals, no-ops, requests waiting for approval,
+  failures, verification outcomes and undos (``undo_of``) are not actions;
 - an action is *right* when its event time lies in a labelled incident
   (``start <= t <= end``) and, if the incident names a service, the action's alert
   carries that ``service`` label or its target names it;
