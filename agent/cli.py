@@ -125,6 +125,7 @@ def backtest(
     ceiling: Annotated[str, typer.Option(help="Policy backtest: the agent's mode ceiling (dry-run, approve, enforce).")] = "enforce",
     max_per_hour: Annotated[int, typer.Option(help="Policy backtest: fleet-wide budget, actions per rolling hour.")] = 20,
     namespaces: Annotated[str, typer.Option(help="Policy backtest: namespace allow-list, comma-separated (empty: any).")] = "",
+    max_events: Annotated[int, typer.Option(help="Policy backtest: the most events held in memory; more is refused (narrow the window).")] = 5_000_000,
 ) -> None:
     """Replay a recorded series through a rule's detector and alert lifecycle, as fast as possible.
 
@@ -134,7 +135,7 @@ def backtest(
     import time
 
     if policy:
-        _policy_backtest(policy, events, topic, bootstrap, from_, to, labels, targets, report_dir, ceiling, max_per_hour, namespaces)
+        _policy_backtest(policy, events, topic, bootstrap, from_, to, labels, targets, report_dir, ceiling, max_per_hour, namespaces, max_events)
         return
     if input_file is None:
         raise _fail("give an input file (or --policy RULES with --events FILE or --topic NAME)")
@@ -173,6 +174,7 @@ def backtest(
 def _policy_backtest(
     policy: list[str], events: Optional[Path], topic: Optional[str], bootstrap: str, start: Optional[str], end: Optional[str],
     labels: Optional[Path], targets: Optional[Path], report_dir: Path, ceiling: str, max_per_hour: int, namespaces: str,
+    max_events: int,
 ) -> None:
     from agent.config import kafka_security_from_env
     from agent.logs import configure_logging
@@ -185,7 +187,7 @@ def _policy_backtest(
             policy=tuple(policy), out=report_dir, events=events, topic=topic, bootstrap=bootstrap or None,
             start=start, end=end, labels=labels, targets=targets,
             settings=PolicySettings(ceiling=ceiling, fleet_max_per_hour=max_per_hour, namespaces=allowed),
-            security=kafka_security_from_env() if topic else None,
+            security=kafka_security_from_env() if topic else None, max_events=max_events,
         )
         run, md, png = run_policy_backtest(job)
     except (WatchkeeperError, ValueError, OSError, TimeoutError) as exc:

@@ -26,7 +26,7 @@ from agent.errors import ConfigError
 from agent.rules import load_rules
 
 from .labels import load_incidents, parse_time
-from .replay import PolicyRun, PolicySettings, replay
+from .replay import LAST_TS, PolicyRun, PolicySettings, replay
 from .report import ReportInputs, write_report
 from .sources import Recorded, read_jsonl, read_topic
 from .targets import load_targets
@@ -50,6 +50,7 @@ class PolicyBacktest:
     settings: PolicySettings = PolicySettings()
     security: Any = None
     timeout_s: float = 60.0
+    max_events: int = 5_000_000
 
 
 def run_policy_backtest(job: PolicyBacktest) -> tuple[PolicyRun, Path, Path]:
@@ -60,6 +61,8 @@ def run_policy_backtest(job: PolicyBacktest) -> tuple[PolicyRun, Path, Path]:
     end = parse_time(job.end, "--to") if job.end else math.inf
     if end <= start:
         raise ConfigError("--to must be after --from", "--to")
+    if start < 0 or (math.isfinite(end) and end > LAST_TS):
+        raise ConfigError("--from and --to must lie between 1970 and 9999", "--from/--to")
     rules = load_rules(list(job.policy))
     if not any(r.actions for r in rules.rules):
         raise ConfigError("no rule in the policy has actions: nothing to backtest (see `watchkeeper backtest --rules`)", "--policy")
@@ -67,7 +70,7 @@ def run_policy_backtest(job: PolicyBacktest) -> tuple[PolicyRun, Path, Path]:
     incidents = load_incidents(job.labels) if job.labels is not None else None
     recorded: list[Recorded]
     if job.events is not None:
-        recorded = read_jsonl(job.events)
+        recorded = read_jsonl(job.events, max_bytes=job.settings.max_event_bytes, max_records=job.max_events)
         source = str(job.events)
     else:
         if not job.bootstrap:
@@ -75,7 +78,9 @@ def run_policy_backtest(job: PolicyBacktest) -> tuple[PolicyRun, Path, Path]:
         if not (math.isfinite(start) and math.isfinite(end)):
             raise ConfigError("a topic range needs both --from and --to", "--from/--to")
         assert job.topic is not None
-        recorded = asyncio.run(read_topic(job.bootstrap, job.topic, start, end, security=job.security, timeout_s=job.timeout_s))
+        recorded = asyncio.run(
+            read_topic(job.bootstrap, job.topic, start, end, security=job.security, timeout_s=job.timeout_s, max_records=job.max_events)
+        )
         source = f"topic {job.topic} ({len(recorded)} records)"
     run = asyncio.run(replay(rules, recorded, targets, job.settings, start=start, end=end))
     inputs = ReportInputs(

@@ -44,6 +44,9 @@ from .targets import SimulatedTargets
 
 __all__ = ["PolicyRun", "PolicySettings", "replay"]
 
+LAST_TS = 253_402_300_799.0
+"""9999-12-31T23:59:59Z: later event times cannot be shown as dates; such events are skipped as ``implausible-time``."""
+
 
 @dataclass(frozen=True)
 class PolicySettings:
@@ -144,6 +147,9 @@ def _parse(recorded: Iterable[Recorded], run: PolicyRun, settings: PolicySetting
             event = EVENT_ADAPTER.validate_json(rec.value)
         except (ValidationError, ValueError):
             run.skip("invalid")
+            continue
+        if event.ts > LAST_TS:
+            run.skip("implausible-time")
             continue
         if rec.partition < 0 and not run.start <= event.ts < run.end:
             run.skip("outside-window")

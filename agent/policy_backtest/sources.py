@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Recorded", "read_jsonl", "read_topic"]
+__all__ = ["Recorded", "TooManyRecords", "read_jsonl", "read_topic"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,12 +38,31 @@ class Recorded:
     ts: float = math.nan  # the Kafka timestamp (s), NaN for a file
 
 
-def read_jsonl(path: Path) -> list[Recorded]:
-    """Every non-blank line of ``path``, as bytes, with its line number."""
+class TooManyRecords(ValueError):
+    """The input holds more records than the backtest may keep in memory: narrow the window."""
+
+
+def read_jsonl(path: Path, *, max_bytes: int = 256 * 1024, max_records: int = 5_000_000) -> list[Recorded]:
+    """Every non-blank line of ``path``, as bytes, with its line number.
+
+    A line longer than ``max_bytes`` is never held whole: its first ``max_bytes + 1``
+    bytes are kept (the replay counts it ``too-large``) and the rest is skipped as it
+    is read. More than ``max_records`` lines raise :class:`TooManyRecords`.
+    """
     out: list[Recorded] = []
+    lineno = 0
     with path.open("rb") as fh:
-        for lineno, line in enumerate(fh, start=1):
+        while True:
+            line = fh.readline(max_bytes + 2)
+            if not line:
+                break
+            lineno += 1
+            if not line.endswith(b"\n") and len(line) > max_bytes:
+                while (rest := fh.readline(1 << 16)) and not rest.endswith(b"\n"):
+                    pass  # the tail of an oversized line: dropped unread
             if line.strip():
+                if len(out) >= max_records:
+                    raise TooManyRecords(f"{path} holds more than {max_records} events: narrow --from/--to or raise --max-events")
                 out.append(Recorded(line.rstrip(b"\r\n"), -1, lineno))
     return out
 
@@ -56,6 +75,7 @@ async def read_topic(
     *,
     security: Any = None,
     timeout_s: float = 60.0,
+    max_records: int = 5_000_000,
 ) -> list[Recorded]:
     """Records of ``topic`` whose Kafka timestamp is in ``[start, end)`` (epoch seconds), with no group."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -85,7 +105,7 @@ async def read_topic(
             consumer.seek(tp, first.offset)
             last = ends.get(tp)
             todo[tp] = None if last is None else last.offset  # None: read to the high-water mark
-        return await _read(consumer, todo, start, end, timeout_s)
+        return await _read(consumer, todo, start, end, timeout_s, max_records)
     finally:
         await consumer.stop()
 
@@ -95,7 +115,9 @@ async def _partitions(consumer: Any, topic: str) -> list[int]:
     return sorted(consumer.partitions_for_topic(topic) or ())
 
 
-async def _read(consumer: Any, todo: dict[Any, int | None], start: float, end: float, timeout_s: float) -> list[Recorded]:
+async def _read(
+    consumer: Any, todo: dict[Any, int | None], start: float, end: float, timeout_s: float, max_records: int
+) -> list[Recorded]:
     out: list[Recorded] = []
     deadline = time.monotonic() + timeout_s
     end_ms = int(end * 1000)
@@ -116,6 +138,8 @@ async def _read(consumer: Any, todo: dict[Any, int | None], start: float, end: f
                     live[tp] = None
                 ts = rec.timestamp / 1000.0
                 if start <= ts < end and rec.value is not None:
+                    if len(out) >= max_records:
+                        raise TooManyRecords(f"the range holds more than {max_records} records: narrow --from/--to or raise --max-events")
                     out.append(Recorded(bytes(rec.value), tp.partition, rec.offset, ts))
         for tp in list(live):
             stop = live[tp]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,26 @@ def test_labels_file_errors_name_the_line(tmp_path: Path) -> None:
     path.write_text("begin,stop\n1,2\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="header"):
         load_incidents(path)
+
+
+def test_hostile_lines_are_counted_not_fatal_and_the_input_is_bounded(tmp_path: Path, no_clients: None) -> None:
+    from agent.policy_backtest.sources import TooManyRecords, read_jsonl
+
+    policy, events, labels = write_inputs(tmp_path / "in")
+    hostile = tmp_path / "in" / "hostile.jsonl"
+    huge = b'{"type": "inference", "pad": "' + b"x" * (3 * 256 * 1024) + b'"}\n'
+    with hostile.open("wb") as fh:
+        fh.write(b"not json\n" + huge + b'{"type": "inference", "ts": "NaN"}\n' + b"\xff\xfe\n")
+        far = {"type": "inference", "ts": 1e300, "service": "checkout", "model": "m", "latency_ms": 1.0, "status": "ok"}
+        fh.write(json.dumps(far).encode() + b"\n")
+        fh.write(events.read_bytes())
+    run, _, _ = run_policy_backtest(
+        PolicyBacktest(policy=(str(policy),), out=tmp_path / "h", events=hostile, labels=labels,
+                       settings=PolicySettings(namespaces=frozenset({"ml-serving"})))
+    )
+    assert run.skipped == {"implausible-time": 1, "invalid": 3, "too-large": 1}
+    assert [r.outcome for r in run.records if r.action_index == 0] == ["executed", "skipped", "skipped", "executed"]
+    # the oversized line was never held whole
+    assert max(len(r.value) for r in read_jsonl(hostile)) <= 256 * 1024 + 2
+    with pytest.raises(TooManyRecords, match="more than 100 events"):
+        read_jsonl(events, max_records=100)
