@@ -61,7 +61,7 @@ def run_policy_backtest(job: PolicyBacktest) -> tuple[PolicyRun, Path, Path]:
     end = parse_time(job.end, "--to") if job.end else math.inf
     if end <= start:
         raise ConfigError("--to must be after --from", "--to")
-    if start < 0 or (math.isfinite(end) and end > LAST_TS):
+    if (math.isfinite(start) and start < 0) or (math.isfinite(end) and end > LAST_TS):
         raise ConfigError("--from and --to must lie between 1970 and 9999", "--from/--to")
     rules = load_rules(list(job.policy))
     if not any(r.actions for r in rules.rules):

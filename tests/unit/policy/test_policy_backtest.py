@@ -141,7 +141,7 @@ def test_hostile_lines_are_counted_not_fatal_and_the_input_is_bounded(tmp_path: 
     huge = b'{"type": "inference", "pad": "' + b"x" * (3 * 256 * 1024) + b'"}\n'
     with hostile.open("wb") as fh:
         fh.write(b"not json\n" + huge + b'{"type": "inference", "ts": "NaN"}\n' + b"\xff\xfe\n")
-        far = {"type": "inference", "ts": 1e300, "service": "checkout", "model": "m", "latency_ms": 1.0, "status": "ok"}
+        far = {"type": "inference", "ts": 1e300, "service": "checkout", "model": "m", "model_version": "7", "latency_ms": 1.0, "status": "ok"}
         fh.write(json.dumps(far).encode() + b"\n")
         fh.write(events.read_bytes())
     run, _, _ = run_policy_backtest(
