@@ -211,11 +211,19 @@ def _times(values: Sequence[float | None]) -> str:
 
 
 def _resolved_at(transitions: Sequence[Mapping[str, Any]], fingerprint: Any, active_at: Any) -> float | None:
-    for t in transitions:
-        if t.get("state") == "resolved" and t.get("fingerprint") == fingerprint and t.get("active_at") == active_at:
-            value = t.get("resolved_at")
-            return float(value) if isinstance(value, (int, float)) else None
-    return None
+    """When the alert (by fingerprint) first resolved at or after ``active_at``.
+
+    By fingerprint rather than (fingerprint, active_at): an agent restarted mid-incident
+    carries the alert on under a new ``active_at``, and it is that one that resolves.
+    """
+    if not isinstance(active_at, (int, float)):
+        return None
+    times = [
+        float(t["resolved_at"]) for t in transitions
+        if t.get("state") == "resolved" and t.get("fingerprint") == fingerprint
+        and isinstance(t.get("resolved_at"), (int, float)) and t["resolved_at"] >= active_at
+    ]
+    return min(times) if times else None
 
 
 def score_run(run: ScenarioRun, spec: _ScenarioSpec | None) -> Row:

@@ -110,3 +110,14 @@ def test_suite_scoreboard_only_where_a_scoreboard_file_is(tmp_path: Path) -> Non
     (tmp_path / "scoreboard.yaml").write_text("floors: {precision: 0.5}\n")
     board = suite_scoreboard([run])
     assert board is not None and board.floors.precision == 0.5 and board.rows[0].due == 0
+
+
+def test_recovery_follows_the_alert_across_an_agent_restart() -> None:
+    """A restarted agent carries the alert on under a new active_at; that one's resolve ends the recovery."""
+    transitions = [
+        {"state": "firing", "fingerprint": "fp1", "active_at": START + 470},
+        {"state": "resolved", "fingerprint": "fp1", "active_at": START + 520, "resolved_at": START + 700},
+        {"state": "resolved", "fingerprint": "other", "active_at": START + 470, "resolved_at": START + 480},
+    ]
+    row = score([_run([_action("model/fraud-detector", 470)], transitions)], SPEC).rows[0]
+    assert row.recovery_with_s == [250.0]
