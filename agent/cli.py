@@ -104,7 +104,7 @@ def _param(text: str) -> tuple[str, object]:
 
 @app.command()
 def backtest(
-    input_file: Annotated[Path, typer.Argument(help="CSV of timestamp,value, or JSONL events.")],
+    input_file: Annotated[Optional[Path], typer.Argument(help="CSV of timestamp,value, or JSONL events (not with --policy).")] = None,
     rules: Annotated[Optional[Path], typer.Option(help="Rules file holding the rule to try.")] = None,
     alert: Annotated[Optional[str], typer.Option(help="The rule's alert name (with --rules).")] = None,
     kind: Annotated[Optional[str], typer.Option(help="A detector kind to try without a rules file.")] = None,
@@ -113,9 +113,32 @@ def backtest(
     keep_firing_for: Annotated[str, typer.Option(help="Keep-firing duration (with --kind).")] = "0s",
     out: Annotated[Optional[Path], typer.Option(help="Write per-row score, verdict and alert state here (CSV).")] = None,
     prices: Annotated[Optional[Path], typer.Option(envvar=_ENV + "PRICES", help=_PRICES_HELP)] = None,
+    policy: Annotated[Optional[list[str]], typer.Option(help="Policy backtest: rule files or folders whose actions to judge, repeatable (docs/policy-backtest.md).")] = None,
+    events: Annotated[Optional[Path], typer.Option(help="Policy backtest: recorded events, JSONL.")] = None,
+    topic: Annotated[Optional[str], typer.Option(help="Policy backtest: read this Kafka topic's --from/--to range (no consumer group).")] = None,
+    bootstrap: Annotated[str, typer.Option(envvar=_ENV + "KAFKA_BOOTSTRAP", help="Policy backtest: Kafka bootstrap servers for --topic.")] = "",
+    from_: Annotated[Optional[str], typer.Option("--from", help="Policy backtest: window start, epoch s or ISO 8601 (UTC).")] = None,
+    to: Annotated[Optional[str], typer.Option(help="Policy backtest: window end (exclusive), epoch s or ISO 8601 (UTC).")] = None,
+    labels: Annotated[Optional[Path], typer.Option(help="Policy backtest: labelled incidents, CSV start,end[,service] or JSON.")] = None,
+    targets: Annotated[Optional[Path], typer.Option(help="Policy backtest: simulated Deployments/HPAs/aliases (YAML); default: defaults.")] = None,
+    report_dir: Annotated[Path, typer.Option(help="Policy backtest: where report.md and timeline.png go.")] = Path("policy-backtest"),
+    ceiling: Annotated[str, typer.Option(help="Policy backtest: the agent's mode ceiling (dry-run, approve, enforce).")] = "enforce",
+    max_per_hour: Annotated[int, typer.Option(help="Policy backtest: fleet-wide budget, actions per rolling hour.")] = 20,
+    namespaces: Annotated[str, typer.Option(help="Policy backtest: namespace allow-list, comma-separated (empty: any).")] = "",
+    max_events: Annotated[int, typer.Option(help="Policy backtest: the most events held in memory; more is refused (narrow the window).")] = 5_000_000,
 ) -> None:
-    """Replay a recorded series through a rule's detector and alert lifecycle, as fast as possible."""
+    """Replay a recorded series through a rule's detector and alert lifecycle, as fast as possible.
+
+    With --policy: replay recorded events through the whole policy (detectors, alerts,
+    remediation decisions, every guard) against simulated targets, and write a report.
+    """
     import time
+
+    if policy:
+        _policy_backtest(policy, events, topic, bootstrap, from_, to, labels, targets, report_dir, ceiling, max_per_hour, namespaces, max_events)
+        return
+    if input_file is None:
+        raise _fail("give an input file (or --policy RULES with --events FILE or --topic NAME)")
 
     from agent.backtest import backtest_file, rule_for_kind, summary_json
     from agent.duration import parse_duration
@@ -146,6 +169,30 @@ def backtest(
     typer.echo(summary_json(result))
     rate = result.rows / elapsed if elapsed > 0 else float("inf")
     typer.echo(f"backtest: {result.rows} rows in {elapsed:.3f}s ({rate:,.0f} rows/s)", err=True)
+
+
+def _policy_backtest(
+    policy: list[str], events: Optional[Path], topic: Optional[str], bootstrap: str, start: Optional[str], end: Optional[str],
+    labels: Optional[Path], targets: Optional[Path], report_dir: Path, ceiling: str, max_per_hour: int, namespaces: str,
+    max_events: int,
+) -> None:
+    from agent.config import kafka_security_from_env
+    from agent.logs import configure_logging
+    from agent.policy_backtest import PolicyBacktest, PolicySettings, run_policy_backtest
+
+    configure_logging("error", json=False)  # the report says what was decided; a log line per decision is noise
+    try:
+        allowed = frozenset(n.strip() for n in namespaces.split(",") if n.strip()) or None
+        job = PolicyBacktest(
+            policy=tuple(policy), out=report_dir, events=events, topic=topic, bootstrap=bootstrap or None,
+            start=start, end=end, labels=labels, targets=targets,
+            settings=PolicySettings(ceiling=ceiling, fleet_max_per_hour=max_per_hour, namespaces=allowed),
+            security=kafka_security_from_env() if topic else None, max_events=max_events,
+        )
+        run, md, png = run_policy_backtest(job)
+    except (WatchkeeperError, ValueError, OSError, TimeoutError) as exc:
+        raise _fail(f"watchkeeper: {exc}") from None
+    typer.echo(f"backtest: {run.events} events, {len(run.records)} decisions; report {md}, timeline {png}", err=True)
 
 
 @app.command()

@@ -16,11 +16,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from agent.errors import WatchkeeperError
 from simulations.scenario import ScenarioError, load_scenario
 
 from .report import write_reports, write_suite_summary
 from .preflight import RunSettings
 from .runner import ScenarioRun, run_scenario
+from .scoreboard import SCOREBOARD_FILE, suite_scoreboard
 
 __all__ = ["RunSettings", "run_simulations", "scenario_files"]
 
@@ -29,7 +31,7 @@ def scenario_files(paths: Sequence[str | Path]) -> list[Path]:
     """Files as given; folders expand to their ``*.yaml`` files, sorted."""
     out: list[Path] = []
     for p in map(Path, paths):
-        out.extend(sorted(p.glob("*.yaml")) if p.is_dir() else [p])
+        out.extend(sorted(f for f in p.glob("*.yaml") if f.name != SCOREBOARD_FILE) if p.is_dir() else [p])
     return out
 
 
@@ -114,7 +116,15 @@ def run_simulations(
     show = sys.stderr.isatty() if progress is None else progress
     runs = asyncio.run(_run_all(files, settings, out, show))
     wall = time.monotonic() - started
-    write_suite_summary(runs, settings.out, wall)
+    try:
+        board = suite_scoreboard(runs)
+    except WatchkeeperError as exc:
+        out.write(f"simulate: {exc}\n")
+        return 1
+    write_suite_summary(runs, settings.out, wall, board)
+    missed = board.failures() if board is not None else []
+    for line in missed:
+        out.write(f"FAILED scoreboard: {line}\n")
     passed = sum(r.status == "PASS" for r in runs)
     skipped = sum(bool(r.skipped) for r in runs)
     xfail = sum(r.status in ("XFAIL", "XPASS") for r in runs)
@@ -123,4 +133,4 @@ def run_simulations(
         f"simulate: {passed} passed, {failed} failed, {skipped} skipped, {xfail} xfail/xpass in {wall:.1f} s; "
         f"summary {settings.out}/summary.md\n"
     )
-    return 1 if failed else 0
+    return 1 if failed or missed else 0

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .runner import ScenarioRun
+from .scoreboard import Scoreboard
 
 __all__ = ["write_reports", "write_suite_summary"]
 
@@ -135,7 +136,7 @@ def write_reports(run: ScenarioRun, out: Path) -> Path:
     return folder
 
 
-def write_suite_summary(runs: Sequence[ScenarioRun], out: Path, wall_s: float) -> None:
+def write_suite_summary(runs: Sequence[ScenarioRun], out: Path, wall_s: float, scoreboard: Scoreboard | None = None) -> None:
     lines = [f"# Simulation suite: {sum(r.status == 'PASS' for r in runs)} passed, "
              f"{sum(bool(r.skipped) for r in runs)} skipped, {sum(r.status in ('XFAIL', 'XPASS') for r in runs)} xfail/xpass, "
              f"{sum(not r.ok for r in runs)} failed ({wall_s:.0f} s wall)", "",
@@ -146,6 +147,11 @@ def write_suite_summary(runs: Sequence[ScenarioRun], out: Path, wall_s: float) -
         resolve = ", ".join(f"{r.measured['resolve_s']:g}" for r in run.results if "resolve_s" in r.measured) or "-"
         note = f" ({run.skipped})" if run.skipped else ""
         lines.append(f"| [{run.scenario.name}]({run.scenario.name}/summary.md) | {_status(run)}{note} | {detect} | {resolve} | {run.wall_s:.1f} |")
+    if scoreboard is not None:
+        lines += [""] + scoreboard.to_markdown()
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.md").write_text("\n".join(lines) + "\n")
-    (out / "summary.json").write_text(json.dumps({"wall_s": round(wall_s, 1), "scenarios": [to_json(r) for r in runs]}, indent=2, default=str))
+    summary: dict[str, Any] = {"wall_s": round(wall_s, 1), "scenarios": [to_json(r) for r in runs]}
+    if scoreboard is not None:
+        summary["scoreboard"] = scoreboard.to_dict()
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))

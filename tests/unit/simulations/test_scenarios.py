@@ -21,7 +21,7 @@ from simulations.faults import BadDeploy, CategoryMix, GpuMemoryLeak, TokenStorm
 from simulations.fleet import fleet_events
 from simulations.scenario import Fleet, Scenario, ScenarioError, load_scenario
 
-SCENARIOS = sorted((Path(__file__).resolve().parents[3] / "simulations").glob("*.yaml"))
+SCENARIOS = sorted(p for p in (Path(__file__).resolve().parents[3] / "simulations").glob("*.yaml") if p.name != "scoreboard.yaml")
 BASE = {
     "name": "t",
     "duration_s": 600,
