@@ -3,7 +3,9 @@
 Actions may not import ``agent.rules`` (layering), and they need only this one form of
 Prometheus' template syntax, so it is here in a few lines. A plain string without
 ``{{`` is a literal. A label the alert lacks is an ``ActionFailed`` naming it, because
-acting on a guessed target is worse than not acting.
+acting on a guessed target is worse than not acting; for the same reason a rendered
+value longer than ``MAX_RENDERED_LENGTH`` (label values come from producers) is refused
+rather than cut.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ from collections.abc import Mapping
 
 from actions.base import ActionFailed
 
-__all__ = ["check_label_template", "render_label_template"]
+__all__ = ["MAX_RENDERED_LENGTH", "check_label_template", "render_label_template"]
+
+MAX_RENDERED_LENGTH = 4096
+"""The longest parameter a template may render to, in characters (as alert label values)."""
 
 _ACTION = re.compile(r"\{\{\s*(.*?)\s*\}\}", re.S)
 _LABEL = re.compile(r"^\$labels\.([A-Za-z_][A-Za-z0-9_]*)$")
@@ -54,4 +59,7 @@ def render_label_template(template: str, labels: Mapping[str, str], what: str) -
             raise ActionFailed(f"{what}: the alert has no label {name!r} (template {template!r})")
         return value
 
-    return _ACTION.sub(one, template).strip()
+    rendered = _ACTION.sub(one, template).strip()
+    if len(rendered) > MAX_RENDERED_LENGTH:
+        raise ActionFailed(f"{what}: the rendered value is {len(rendered)} characters long; the limit is {MAX_RENDERED_LENGTH}")
+    return rendered

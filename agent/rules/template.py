@@ -4,6 +4,12 @@
 ``humanize``, ``humanizePercentage``, ``humanizeDuration`` and ``printf "%.2f"``.
 Templates are compiled when rules load, so an unknown variable or function fails
 ``rules check`` instead of rendering garbage in a page at 3 a.m.
+
+What a template renders is bounded, because the values it interpolates come from
+producers: a ``printf`` width or precision over ``MAX_PRINTF_WIDTH`` /
+``MAX_PRINTF_PRECISION`` fails when the rules load, and a rendered text is cut to
+``bounds.MAX_VALUE_LENGTH`` characters (ending in an ellipsis). Rendering never raises:
+a value a function cannot format is shown as text.
 """
 
 from __future__ import annotations
@@ -14,11 +20,18 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Template", "compile_template"]
+from .bounds import MAX_VALUE_LENGTH, bound_text
+
+__all__ = ["MAX_PRINTF_PRECISION", "MAX_PRINTF_WIDTH", "Template", "compile_template"]
+
+MAX_PRINTF_WIDTH = 64
+"""The widest ``printf`` field (``%64d``); a wider one is a rule error."""
+MAX_PRINTF_PRECISION = 32
+"""The largest ``printf`` precision (``%.32f``); a larger one is a rule error."""
 
 _ACTION = re.compile(r"\{\{(.*?)\}\}", re.S)
 _VAR = re.compile(r"^\$(labels|evidence)\.([A-Za-z_][A-Za-z0-9_]*)$|^\$(value)$")
-_PRINTF = re.compile(r'^printf\s+"(%[-+ 0#]?\d*(?:\.\d+)?[dfegsx%])"$')
+_PRINTF = re.compile(r'^printf\s+"(%[-+ 0#]?(?P<width>\d*)(?:\.(?P<precision>\d+))?[dfegsx%])"$')
 
 
 def _humanize(v: Any) -> str:
@@ -91,16 +104,32 @@ def _printf(fmt: str) -> Callable[[Any], str]:
     def apply(v: Any) -> str:
         try:
             return fmt % v
-        except (TypeError, ValueError):
-            return str(v)
+        except (TypeError, ValueError, OverflowError):  # %d of inf, %x of a float, ...
+            return _text(v)
 
     return apply
+
+
+def _check_printf(fmt: str, width: str, precision: str | None) -> None:
+    """Refuse a ``printf`` that would pad or extend a value past the bounds."""
+    if width and (len(width.lstrip("0")) > 6 or int(width) > MAX_PRINTF_WIDTH):
+        raise ValueError(f"printf width {width} in {fmt!r} is over the limit of {MAX_PRINTF_WIDTH}")
+    if precision and (len(precision.lstrip("0")) > 6 or int(precision) > MAX_PRINTF_PRECISION):
+        raise ValueError(f"printf precision {precision} in {fmt!r} is over the limit of {MAX_PRINTF_PRECISION}")
+
+
+def _text(v: Any) -> str:
+    """``str(v)``, or a placeholder when even that fails (an int of more than 4300 digits)."""
+    try:
+        return bound_text(str(v))
+    except Exception:  # noqa: BLE001 - rendering never raises
+        return f"<{type(v).__name__}>"
 
 
 def _plain(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.6g}"
-    return "" if v is None else str(v)
+    return "" if v is None else _text(v)
 
 
 @dataclass(frozen=True)
@@ -111,7 +140,17 @@ class Template:
     _parts: tuple[str | Callable[[Mapping[str, str], float, Mapping[str, Any]], str], ...]
 
     def render(self, labels: Mapping[str, str], value: float, evidence: Mapping[str, Any]) -> str:
-        return "".join(p if isinstance(p, str) else p(labels, value, evidence) for p in self._parts)
+        """The text, at most ``MAX_VALUE_LENGTH`` characters; stops rendering once past it."""
+        out: list[str] = []
+        size = 0
+        for part in self._parts:
+            text = part if isinstance(part, str) else part(labels, value, evidence)
+            text = text[: MAX_VALUE_LENGTH + 1]
+            out.append(text)
+            size += len(text)
+            if size > MAX_VALUE_LENGTH:
+                break
+        return bound_text("".join(out))
 
 
 def compile_template(text: str, known_labels: Collection[str] | None = None) -> Template:
@@ -146,6 +185,7 @@ def _compile_action(action: str, known_labels: Collection[str] | None) -> Callab
     for fn in pipeline[1:]:
         printf = _PRINTF.match(fn)
         if printf:
+            _check_printf(printf.group(1), printf.group("width"), printf.group("precision"))
             funcs.append(_printf(printf.group(1)))
         elif fn in _FUNCS:
             funcs.append(_FUNCS[fn])
@@ -162,7 +202,10 @@ def _compile_action(action: str, known_labels: Collection[str] | None) -> Callab
         if not funcs:
             return _plain(v)
         for f in funcs:
-            v = f(v)
-        return str(v)
+            try:
+                v = f(v)
+            except Exception:  # noqa: BLE001 - e.g. humanize of an int too large for a float
+                v = _text(v)
+        return _text(v)
 
     return render
