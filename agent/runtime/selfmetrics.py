@@ -177,3 +177,12 @@ class SelfMetrics:
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=r,
         )
+        # rule hot reload (reload.py): why a reload was refused; the old rules keep running
+        self.rule_reload_failures = Counter(
+            "watchkeeper_rule_reload_failures_total",
+            "Rule reloads refused, by reason: invalid (a RuleError: the file is wrong), resources "
+            "(RecursionError or MemoryError while loading), internal (any other exception while "
+            "loading), apply (the new rules could not be put in place), watch (the files could not be stat'ed).",
+            ["reason"],
+            registry=r,
+        )
