@@ -59,10 +59,10 @@ class _FullMatch:
 
     def __init__(self, pattern: str) -> None:
         self._regex = compile_regex(pattern)
-        self._memo: dict[str, bool] = {}
+        self.memo: dict[str, bool] = {}
 
     def __call__(self, value: str) -> bool:
-        known = self._memo.get(value)
+        known = self.memo.get(value)
         if known is not None:
             return known
         try:
@@ -70,9 +70,9 @@ class _FullMatch:
         except UnicodeEncodeError:
             # a lone surrogate has no UTF-8 form; as one '?' it still counts as one character
             answer = self._regex.fullmatch(value.encode("utf-8", "replace").decode("utf-8")) is not None
-        if len(self._memo) >= _MEMO_SIZE:
-            self._memo.clear()
-        self._memo[value] = answer
+        if len(self.memo) >= _MEMO_SIZE:
+            self.memo.clear()
+        self.memo[value] = answer
         return answer
 
 _MATCHER = re.compile(
@@ -102,10 +102,19 @@ class Matcher:
             return lambda event: read(event) == value
         if self.op == "!=":
             return lambda event: read(event) != value
-        matches = _FullMatch(value)
-        if self.op == "=~":
-            return lambda event: matches(read(event))
-        return lambda event: not matches(read(event))
+        # the memo is read inline: on the hot path a dict lookup, no further call
+        full_match = _FullMatch(value)
+        memo, slow, wanted = full_match.memo, full_match, self.op == "=~"
+
+        def test(event: Any) -> bool:
+            got = get(event)
+            text = "" if got is None else str(got)
+            answer = memo.get(text)
+            if answer is None:
+                answer = slow(text)
+            return answer is wanted
+
+        return test
 
 
 def parse_selector(text: str) -> list[Matcher]:
