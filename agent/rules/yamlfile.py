@@ -217,7 +217,7 @@ def _scalar(node: yaml.Node, doc: YamlDocument, errors: list[RuleError]) -> Any:
         return _SCALARS.construct_object(node)
     except yaml.YAMLError as exc:
         reason = getattr(exc, "problem", None) or str(exc)
-    except (ValueError, TypeError) as exc:
-        reason = f"cannot read {node.value!r} as {node.tag}: {exc}"
+    except Exception as exc:  # noqa: BLE001 - PyYAML's constructors raise ValueError, IndexError (``!!int ""``), ...
+        reason = f"cannot read {node.value!r} as {node.tag}: {type(exc).__name__}: {exc}"
     errors.append(RuleError(f"YAML error: {reason}", _loc(doc.file, node.start_mark)))
     return None

@@ -231,3 +231,19 @@ def test_an_action_parameter_too_long_is_refused_not_cut() -> None:
     with pytest.raises(ActionFailed, match=f"the limit is {MAX_RENDERED_LENGTH}"):
         render_label_template("{{ $labels.service }}", {"service": "s" * (MAX_RENDERED_LENGTH + 1)}, "deployment")
     assert render_label_template("{{ $labels.service }}", {"service": "ranker"}, "deployment") == "ranker"
+
+
+_YAML_TOKENS = st.sampled_from(
+    ["[", "]", "{", "}", ",", ": ", "- ", "\n", "  ", "&a ", "&b ", "*a", "*b", "x", "groups", "!!int ", "!!str ", "<<: ", "'", '"', "#", "1e9999", "~", "? "]
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tokens=st.lists(_YAML_TOKENS, max_size=60))
+def test_any_yaml_is_read_or_refused_as_a_rule_error(tokens: list[str]) -> None:
+    from agent.rules.yamlfile import load_yaml
+
+    try:
+        load_yaml("fuzz.yaml", "".join(tokens))
+    except RuleError as exc:
+        assert str(exc).startswith("fuzz.yaml")
