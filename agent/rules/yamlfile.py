@@ -165,6 +165,13 @@ class _BoundedLoader(yaml.SafeLoader):
             self._sizes[id(node)] = 1 + sum(self._sizes.get(id(k), 1) + self._sizes.get(id(v), 1) for k, v in node.value)
         return node
 
+    def fetch_flow_collection_start(self, token_class: Any) -> None:
+        # the scanner looks ahead over every open '[' or '{' (each may start a key), in time
+        # quadratic in their number: stop at the bound before the composer would
+        if self.flow_level >= MAX_DEPTH:
+            raise _Refused(f"YAML nests more than {MAX_DEPTH} levels deep", self.get_mark())
+        super().fetch_flow_collection_start(token_class)
+
     def compose_sequence_node(self, anchor: str | None) -> yaml.SequenceNode:
         return self._composing(anchor, super().compose_sequence_node)
 

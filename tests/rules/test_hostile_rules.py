@@ -247,3 +247,18 @@ def test_any_yaml_is_read_or_refused_as_a_rule_error(tokens: list[str]) -> None:
         load_yaml("fuzz.yaml", "".join(tokens))
     except RuleError as exc:
         assert str(exc).startswith("fuzz.yaml")
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("text", ["{{" * 200_000, "{{ $value }}" + "{{ x" * 100_000, "{" * 400_000])
+def test_template_scanning_is_linear(text: str) -> None:
+    # the lazy `\{\{(.*?)\}\}` rescanned the rest from every unclosed `{{`: a minute at 20 000
+    from actions.label_template import check_label_template
+
+    started = time.perf_counter()
+    with pytest.raises(ValueError):
+        compile_template(text)
+    assert time.perf_counter() - started < 1.0
+    started = time.perf_counter()
+    check_label_template(text.replace("$value", "$labels.service"))
+    assert time.perf_counter() - started < 1.0
