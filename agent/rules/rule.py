@@ -14,6 +14,7 @@ from typing import Any
 from agent.errors import Location
 from detectors.base import Detector
 
+from .bounds import MAX_VALUE_LENGTH, bound_label_value
 from .template import Template
 
 __all__ = ["Rule", "RuleSet"]
@@ -60,7 +61,13 @@ class Rule:
         return tuple("" if (v := get(event)) is None else str(v) for get in self._by_getters)
 
     def series_labels(self, key: tuple[str, ...]) -> dict[str, str]:
-        return dict(zip(self._by_labels, key, strict=True))
+        """The ``by`` labels of a series; a value longer than ``MAX_VALUE_LENGTH`` (a producer's
+        field) is cut, with a digest that keeps two long values apart."""
+        labels = dict(zip(self._by_labels, key, strict=True))
+        for name, value in labels.items():
+            if len(value) > MAX_VALUE_LENGTH:
+                labels[name] = bound_label_value(value)
+        return labels
 
     def observe(self, event: Any) -> float | str | None:
         """What the detector sees (a number, or a category for categorical detectors);

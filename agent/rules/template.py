@@ -4,21 +4,33 @@
 ``humanize``, ``humanizePercentage``, ``humanizeDuration`` and ``printf "%.2f"``.
 Templates are compiled when rules load, so an unknown variable or function fails
 ``rules check`` instead of rendering garbage in a page at 3 a.m.
+
+What a template renders is bounded, because the values it interpolates come from
+producers: a ``printf`` width or precision over ``MAX_PRINTF_WIDTH`` /
+``MAX_PRINTF_PRECISION`` fails when the rules load, and a rendered text is cut to
+``bounds.MAX_VALUE_LENGTH`` characters (ending in an ellipsis). Rendering never raises:
+a value a function cannot format is shown as text.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Template", "compile_template"]
+from .bounds import MAX_VALUE_LENGTH, bound_text
 
-_ACTION = re.compile(r"\{\{(.*?)\}\}", re.S)
+__all__ = ["MAX_PRINTF_PRECISION", "MAX_PRINTF_WIDTH", "Template", "compile_template"]
+
+MAX_PRINTF_WIDTH = 64
+"""The widest ``printf`` field (``%64d``); a wider one is a rule error."""
+MAX_PRINTF_PRECISION = 32
+"""The largest ``printf`` precision (``%.32f``); a larger one is a rule error."""
+
 _VAR = re.compile(r"^\$(labels|evidence)\.([A-Za-z_][A-Za-z0-9_]*)$|^\$(value)$")
-_PRINTF = re.compile(r'^printf\s+"(%[-+ 0#]?\d*(?:\.\d+)?[dfegsx%])"$')
+_PRINTF = re.compile(r'^printf\s+"(%[-+ 0#]?(?P<width>\d*)(?:\.(?P<precision>\d+))?[dfegsx%])"$')
 
 
 def _humanize(v: Any) -> str:
@@ -91,16 +103,32 @@ def _printf(fmt: str) -> Callable[[Any], str]:
     def apply(v: Any) -> str:
         try:
             return fmt % v
-        except (TypeError, ValueError):
-            return str(v)
+        except (TypeError, ValueError, OverflowError):  # %d of inf, %x of a float, ...
+            return _text(v)
 
     return apply
+
+
+def _check_printf(fmt: str, width: str, precision: str | None) -> None:
+    """Refuse a ``printf`` that would pad or extend a value past the bounds."""
+    if width and (len(width.lstrip("0")) > 6 or int(width) > MAX_PRINTF_WIDTH):
+        raise ValueError(f"printf width {width} in {fmt!r} is over the limit of {MAX_PRINTF_WIDTH}")
+    if precision and (len(precision.lstrip("0")) > 6 or int(precision) > MAX_PRINTF_PRECISION):
+        raise ValueError(f"printf precision {precision} in {fmt!r} is over the limit of {MAX_PRINTF_PRECISION}")
+
+
+def _text(v: Any) -> str:
+    """``str(v)``, or a placeholder when even that fails (an int of more than 4300 digits)."""
+    try:
+        return bound_text(str(v))
+    except Exception:  # noqa: BLE001 - rendering never raises
+        return f"<{type(v).__name__}>"
 
 
 def _plain(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.6g}"
-    return "" if v is None else str(v)
+    return "" if v is None else _text(v)
 
 
 @dataclass(frozen=True)
@@ -111,24 +139,53 @@ class Template:
     _parts: tuple[str | Callable[[Mapping[str, str], float, Mapping[str, Any]], str], ...]
 
     def render(self, labels: Mapping[str, str], value: float, evidence: Mapping[str, Any]) -> str:
-        return "".join(p if isinstance(p, str) else p(labels, value, evidence) for p in self._parts)
+        """The text, at most ``MAX_VALUE_LENGTH`` characters; stops rendering once past it."""
+        out: list[str] = []
+        size = 0
+        for part in self._parts:
+            text = part if isinstance(part, str) else part(labels, value, evidence)
+            text = text[: MAX_VALUE_LENGTH + 1]
+            out.append(text)
+            size += len(text)
+            if size > MAX_VALUE_LENGTH:
+                break
+        return bound_text("".join(out))
 
 
 def compile_template(text: str, known_labels: Collection[str] | None = None) -> Template:
     """Compile ``text``; ``ValueError`` says which action is wrong and why."""
     parts: list[Any] = []
     pos = 0
-    for m in _ACTION.finditer(text):
-        if m.start() > pos:
-            parts.append(text[pos : m.start()])
-        parts.append(_compile_action(m.group(1).strip(), known_labels))
-        pos = m.end()
+    for start, end, action in _actions(text):
+        if start > pos:
+            parts.append(text[pos:start])
+        parts.append(_compile_action(action.strip(), known_labels))
+        pos = end
     rest = text[pos:]
     if "{{" in rest or "}}" in rest:
         raise ValueError(f"unbalanced braces in template {text!r}")
     if rest:
         parts.append(rest)
     return Template(text, tuple(parts))
+
+
+def _actions(text: str) -> Iterator[tuple[int, int, str]]:
+    """``(start, end, inside)`` of each ``{{ ... }}``, the shortest from each ``{{``.
+
+    What ``re.finditer(r"\\{\\{(.*?)\\}\\}", text, re.S)`` finds, in linear time: that regex
+    rescans to the end of the text from every unclosed ``{{`` (``"{{" * 20000`` took a
+    minute), and rule files are read while the agent runs.
+
+    >>> list(_actions("a {{ $value }} b {{x}}{{"))
+    [(2, 14, ' $value '), (17, 22, 'x')]
+    """
+    pos = 0
+    while (start := text.find("{{", pos)) >= 0:
+        end = text.find("}}", start + 2)
+        if end < 0:
+            return
+        yield start, end + 2, text[start + 2 : end]
+        pos = end + 2
 
 
 def _compile_action(action: str, known_labels: Collection[str] | None) -> Callable[..., str]:
@@ -146,6 +203,7 @@ def _compile_action(action: str, known_labels: Collection[str] | None) -> Callab
     for fn in pipeline[1:]:
         printf = _PRINTF.match(fn)
         if printf:
+            _check_printf(printf.group(1), printf.group("width"), printf.group("precision"))
             funcs.append(_printf(printf.group(1)))
         elif fn in _FUNCS:
             funcs.append(_FUNCS[fn])
@@ -162,7 +220,10 @@ def _compile_action(action: str, known_labels: Collection[str] | None) -> Callab
         if not funcs:
             return _plain(v)
         for f in funcs:
-            v = f(v)
-        return str(v)
+            try:
+                v = f(v)
+            except Exception:  # noqa: BLE001 - e.g. humanize of an int too large for a float
+                v = _text(v)
+        return _text(v)
 
     return render

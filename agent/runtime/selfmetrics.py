@@ -228,3 +228,12 @@ class SelfMetrics:
             ["topic", "partition"],
             registry=r,
         )
+        # rule hot reload (reload.py): why a reload was refused; the old rules keep running
+        self.rule_reload_failures = Counter(
+            "watchkeeper_rule_reload_failures_total",
+            "Rule reloads refused, by reason: invalid (a RuleError: the file is wrong), resources "
+            "(RecursionError or MemoryError while loading), internal (any other exception while "
+            "loading), apply (the new rules could not be put in place), watch (the files could not be stat'ed).",
+            ["reason"],
+            registry=r,
+        )

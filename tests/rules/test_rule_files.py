@@ -27,6 +27,11 @@ BAD_FILES: dict[str, list[tuple[int | None, str]]] = {
     "bad_typed_scalar.bad.yaml": [(8, "cannot read 'five' as tag:yaml.org,2002:int")],
     "merge_key.bad.yaml": [(7, "YAML merge keys ('<<') are not supported")],
     "not_utf8.bad.yaml": [(None, "file is not UTF-8 text")],
+    # YAML that would eat the process: refused while composing, at the place it passes a bound
+    "yaml_alias_bomb.bad.yaml": [(7, "YAML document holds more than 100000 values once its aliases are expanded")],
+    "yaml_recursive_alias.bad.yaml": [(4, "recursive YAML alias *groups: it refers to a collection that contains it")],
+    "yaml_recursive_mapping.bad.yaml": [(9, "recursive YAML alias *rule")],
+    "yaml_too_deep.bad.yaml": [(2, "YAML nests more than 64 levels deep")],
     # the file
     "empty.bad.yaml": [(1, "file is empty (expected a 'groups' list)")],
     "top_level_list.bad.yaml": [(2, "top level must be a mapping with a 'groups' list")],
@@ -61,6 +66,9 @@ BAD_FILES: dict[str, list[tuple[int | None, str]]] = {
     "selector_no_braces.bad.yaml": [(8, "match: selector must be wrapped in braces")],
     "selector_syntax.bad.yaml": [(8, "match: cannot parse matcher at 'service=checkout'")],
     "selector_regex.bad.yaml": [(8, "match: invalid regex 'fraud-(' for model")],
+    "selector_backreference.bad.yaml": [(8, "for model: RE2 cannot compile it: invalid escape sequence: \\1")],
+    "selector_lookahead.bad.yaml": [(8, "for model: RE2 cannot compile it: invalid perl operator: (?!")],
+    "selector_regex_too_long.bad.yaml": [(8, "regex is 1201 characters long; the limit is 1024")],
     "match_not_string.bad.yaml": [(9, "match: Input should be a valid string")],
     "match_unknown_field.bad.yaml": [(8, "unknown field 'servce' for source inference (did you mean \"service\"?)")],
     # by
@@ -103,6 +111,12 @@ BAD_FILES: dict[str, list[tuple[int | None, str]]] = {
     "annotation_unknown_function.bad.yaml": [(9, "annotation 'summary': unknown template function 'humanise'")],
     "annotation_label_not_carried.bad.yaml": [
         (9, "annotation 'summary': $labels.region is not a label of this rule's alerts (they carry: alertname, model, service)")
+    ],
+    "annotation_printf_width.bad.yaml": [
+        (9, "annotation 'summary': printf width 999999999 in '%999999999d' is over the limit of 64")
+    ],
+    "annotation_printf_precision.bad.yaml": [
+        (9, "annotation 'summary': printf precision 1000000 in '%.1000000f' is over the limit of 32")
     ],
     "annotation_unbalanced.bad.yaml": [(9, "annotation 'summary': unbalanced braces")],
     "unknown_action.bad.yaml": [(9, 'unknown action type "reboot_datacenter"')],
