@@ -22,6 +22,7 @@ _CLEAR_NATS = math.log(100.0)  # the verdict clears once every statistic is this
 _REFRESH_S = 1.0  # the baseline is re-read (limit, p0, h) at most once a second of event time...
 _REFRESH_N = 256  # ... or every this many events, whichever comes first
 _MAX_P1 = 0.99
+_FREEZE_AT = 0.25  # the design is not re-read while a statistic is above this fraction of h
 _RATE_GAIN = 0.01  # the event rate is an exponentially weighted mean of gaps over ~100 events
 
 
@@ -37,7 +38,8 @@ class Sequential(Detector):
     indicator (``model: indicator``, for errors with ``field: status, equals: error``:
     ``p0`` is the learned error ratio). The baseline is an exponentially decayed
     log-histogram or error count with half-life ``half_life_s``, learned only while the
-    verdict is inactive, and ``p0`` is the upper end of its Wilson interval (z = 3),
+    verdict is inactive (and read again only while every statistic is below ``h / 4``,
+    so the first events of a fault do not move the test), and ``p0`` is the upper end of its Wilson interval (z = 3),
     floored at ``min_ratio``, so a young or quiet baseline errs towards silence.
 
     The threshold comes from the false-alarm budget. The CUSUM of a true likelihood
@@ -242,8 +244,9 @@ class Sequential(Detector):
     def _refresh(self, ts: float) -> None:
         self._refreshed = [ts, 0]
         base = self._base
-        if self._active:
-            return  # the design stays as it was when the alarm went off
+        design = self._design
+        if self._active or (design is not None and max(t[0] for t in self._tests) > design["h"] * _FREEZE_AT):
+            return  # evidence is building up or an alarm is on: the fault must not move the design
         if base.count < self.min_baseline_count or ts - self._t0 < self.min_baseline_s or not self._step:  # type: ignore[operator]
             return
         if self._tail:
