@@ -31,8 +31,10 @@ side by side and the ratio tuned Prometheus / Watchkeeper.
 
 Then false pages on clean traffic, replayed in event time through ``Pipeline`` (no Kafka)
 with the shipped rules: Poisson arrivals at 100 and 1 requests/s, the same log-normal
-latency with a daily swing of +-20 % in its median, 0.5 % errors; pages (FIRING transitions
-of any rule) per series-week, with a 95 % upper bound when few are seen.
+latency with a daily swing of +-20 % in its median, 0.5 % errors; pages (FIRING transitions)
+of the sequential rules per series-week, with a 95 % upper bound when few are seen, and the
+pages of every other shipped rule beside them (ErrorBudgetBurn's 99.9 % placeholder SLO is
+burnt 5x by 0.5 % errors, so it pages on short bursts of this traffic).
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ SLOW, BASE_ERRORS, BAD_ERRORS = 10.0, 0.005, 0.2
 BACKFILL_S = 310.0  # event-time history published before live traffic (the baseline needs 300 s)
 POLL_S = 0.05
 FAULTS = ("latency", "errors")
+SEQUENTIAL_RULES = ("InferenceLatencyJump", "InferenceErrorJump")  # the rules the false-page figure is about
 
 
 @dataclass(frozen=True)
@@ -379,10 +382,10 @@ def false_pages(rate: float, hours: float, seed: int = 3) -> dict[str, Any]:
                 pages[alert.labels["alertname"]] = pages.get(alert.labels["alertname"], 0) + 1
         n += 1
     weeks = hours / 168.0
-    total = sum(pages.values())
+    total = sum(pages.get(name, 0) for name in SEQUENTIAL_RULES)
     return {
         "rate_per_s": rate, "hours": hours, "events": n, "series_weeks": round(weeks, 4), "pages": pages,
-        "pages_per_series_week": round(total / weeks, 3),
+        "sequential_pages": total, "pages_per_series_week": round(total / weeks, 3),
         "upper95_per_series_week": round(_poisson_upper95(total) / weeks, 3),
         "cpu_s": round(time.process_time() - started, 1),
     }  # fmt: skip
@@ -451,8 +454,8 @@ def report(result: dict[str, Any]) -> None:
     for row in result.get("clean", []):
         print(
             f"clean traffic at {row['rate_per_s']:g} requests/s for {row['hours']:g} h ({row['events']:,} events, {row['series_weeks']:g} "
-            f"series-weeks): pages {row['pages'] or 'none'} -> {row['pages_per_series_week']:g} per series-week "
-            f"(95 % upper bound {row['upper95_per_series_week']:g})"
+            f"series-weeks): sequential rules {row['sequential_pages']} pages -> {row['pages_per_series_week']:g} per series-week "
+            f"(95 % upper bound {row['upper95_per_series_week']:g}); every rule: {row['pages'] or 'no pages'}"
         )
 
 
