@@ -391,6 +391,25 @@ def false_pages(rate: float, hours: float, seed: int = 3) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def calibration(rate: float, hours: float, budget_h: float, seed: int = 4) -> dict[str, Any]:
+    """The detector alone on the same clean traffic with a budget of ``budget_h`` hours: alarm
+    onsets against the at most ``hours / budget_h`` the ARL bound allows. Six hours replayed
+    cannot show one page per 30 days at 100 requests/s; a short budget shows the calibration."""
+    from detectors.sequential import Sequential
+
+    out: dict[str, Any] = {"rate_per_s": rate, "hours": hours, "budget_h": budget_h, "allowed": hours / budget_h}
+    for model in ("tail", "indicator"):
+        det = Sequential(model=model, false_alarm_days=budget_h / 24.0)
+        onsets, was = 0, False
+        for body in clean_events(rate, hours * 3600.0, seed):
+            x = body["latency_ms"] if model == "tail" else float(body["status"] == "error")
+            now = det.update(x, body["ts"]).active
+            onsets += now and not was
+            was = now
+        out[model] = onsets
+    return out
+
+
 def _poisson_upper95(k: int) -> float:
     """One-sided 95 % upper bound of a Poisson mean after ``k`` events (3.0 for none)."""
     lo, hi = float(k), float(k) + 10.0 + 5.0 * math.sqrt(k + 1)
@@ -457,6 +476,11 @@ def report(result: dict[str, Any]) -> None:
             f"series-weeks): sequential rules {row['sequential_pages']} pages -> {row['pages_per_series_week']:g} per series-week "
             f"(95 % upper bound {row['upper95_per_series_week']:g}); every rule: {row['pages'] or 'no pages'}"
         )
+    for row in result.get("calibration", []):
+        print(
+            f"calibration at {row['rate_per_s']:g} requests/s, budget one false alarm per {row['budget_h']:g} h, {row['hours']:g} h "
+            f"replayed: {row['tail']} (tail) and {row['indicator']} (indicator) alarms, the bound allows {row['allowed']:g}"
+        )
 
 
 def main() -> int:
@@ -478,6 +502,7 @@ def main() -> int:
     result = asyncio.run(run(args)) if not args.no_live else {"trials": 0, "rate_per_s": RATE, "cpus": os.cpu_count(), "arms": {}}
     if not args.no_clean:
         result["clean"] = [false_pages(RATE, args.clean_hours), false_pages(1.0, args.clean_weeks_slow * 168.0)]
+        result["calibration"] = [calibration(RATE, args.clean_hours, 1.0), calibration(1.0, args.clean_weeks_slow * 168.0, 24.0)]
     result["wall_s"] = round(time.time() - t, 1)
     report(result)
     out = Path(args.json_out)
