@@ -38,9 +38,10 @@ class Sequential(Detector):
     indicator (``model: indicator``, for errors with ``field: status, equals: error``:
     ``p0`` is the learned error ratio). The baseline is an exponentially decayed
     log-histogram or error count with half-life ``half_life_s``, learned only while the
-    verdict is inactive (and read again only while every statistic is below ``h / 4``,
-    so the first events of a fault do not move the test), and ``p0`` is the upper end of its Wilson interval (z = 3),
-    floored at ``min_ratio``, so a young or quiet baseline errs towards silence.
+    verdict is inactive and read again only while every statistic is below ``h / 4`` (so
+    the first events of a fault do not move the test); ``p0`` is the upper end of its
+    Wilson interval (z = 3), floored at ``min_ratio``, so a young or quiet baseline errs
+    towards silence.
 
     The threshold comes from the false-alarm budget. The CUSUM of a true likelihood
     ratio has an average run length to a false alarm of at least ``e**h`` events
@@ -163,8 +164,10 @@ class Sequential(Detector):
 
     def _load(self, state: Any) -> None:
         for key in _STATE_KEYS:
-            value = state[key]
-            setattr(self, "_" + key, [list(v) if isinstance(v, list) else v for v in value] if isinstance(value, list) else value)
+            setattr(self, "_" + key, state[key])
+        self._refreshed = list(self._refreshed)
+        self._tests = [list(test) for test in self._tests]  # updated in place: never shared
+        self._fired = None if self._fired is None else list(self._fired)
         base = Baseline(self.half_life_s, self._tail)
         base.load(state["base"])
         self._base = base
