@@ -128,7 +128,7 @@ class Sequential(Detector):
         quantile: float = 0.95,
         factors: tuple = (4.0, 16.0),
         false_alarm_days: float = 30.0,
-        half_life_s: float = 3600.0,
+        half_life_s: float = 1800.0,
         min_baseline_count: int = 300,
         min_baseline_s: float = 300.0,
         min_ratio: float = 0.001,
