@@ -11,6 +11,7 @@ from .drift import Drift
 from .error_rate import ErrorRate
 from .gpu_pressure import GpuPressure
 from .latency_anomaly import LatencyAnomaly
+from .sequential import Sequential
 from .threshold import Threshold
 from .token_spend import TokenSpend
 
@@ -24,4 +25,5 @@ DETECTORS: dict[str, type[Detector]] = {
     "latency_anomaly": LatencyAnomaly,
     "drift": Drift,
     "category_drift": CategoryDrift,
+    "sequential": Sequential,
 }

@@ -88,6 +88,13 @@ def _latency_anomaly(owner: str, t0: float, rng: random.Random) -> Phases:
     return _split(_timed(lat, t0, 1.0, lambda ts, v: _inference(owner, ts, v)), 150, 15)
 
 
+def _sequential(owner: str, t0: float, rng: random.Random) -> Phases:
+    # 150 s of ~120 ms, then 15 s four times slower, then 40 s back to normal (the verdict
+    # clears once the evidence has fallen ln(100) nats, ~20 normal requests here)
+    lat = [rng.gauss(120, 8) for _ in range(150)] + [rng.gauss(480, 20) for _ in range(15)] + [rng.gauss(120, 8) for _ in range(40)]
+    return _split(_timed(lat, t0, 1.0, lambda ts, v: _inference(owner, ts, v)), 150, 40)
+
+
 def _error_rate(owner: str, t0: float, rng: random.Random) -> Phases:
     # 2 requests a second: clean for 2 minutes, half failing for 20 s, clean again
     failing = [rng.random() < 0.002 for _ in range(240)] + [rng.random() < 0.5 for _ in range(40)] + [False] * 60
@@ -134,6 +141,14 @@ CASES: tuple[Case, ...] = (
          "baseline": 'baseline {{ $evidence.baseline | printf "%.0f" }} ms, z {{ $evidence.z | printf "%.0f" }}'},
         (r"summary={owner} latency [3-5]\d\d ms is a spike", r"baseline=baseline 1[1-3]\d ms, z \d+"),
         _latency_anomaly,
+    ),
+    Case(
+        "sequential", "inference",
+        "kind: sequential\nfield: latency_ms\nmodel: tail\nmin_baseline_count: 100\nmin_baseline_s: 60s",
+        {"summary": '{{ $labels.service }} latency rose to {{ $value | printf "%.0f" }} ms from {{ $evidence.baseline | printf "%.0f" }} ms',
+         "evidence": '{{ $evidence.events }} requests, {{ $evidence.statistic | printf "%.1f" }} of {{ $evidence.threshold | printf "%.1f" }} nats'},
+        (r"summary={owner} latency rose to [3-5]\d\d ms from 1[1-3]\d ms", r"evidence=\d{1,2} requests, 15\.5 of 15\.5 nats"),
+        _sequential,
     ),
     Case(
         "error_rate", "inference",
