@@ -213,3 +213,10 @@ class SelfMetrics:
         self.reports_kept = Gauge(
             "watchkeeper_reports", "Drift reports kept on disk.", registry=r
         )
+        self.action_verifications = Counter(
+            "watchkeeper_action_verifications_total",
+            "Verifications of executed actions (actions/verify.py), by action kind and outcome "
+            "(recovered, not_recovered, inconclusive).",
+            ["action", "outcome"],
+            registry=r,
+        )
