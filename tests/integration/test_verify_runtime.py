@@ -77,6 +77,7 @@ async def test_an_alert_still_firing_is_paged_and_the_action_undone(
         await eventually(
             lambda: any(a.labels.get("alertname") == NOT_RECOVERED_ALERT for a in sink.all), timeout_s=30, what="the page"
         )
+        assert metric(app, "watchkeeper_action_verifications_total", action="recording", outcome="not_recovered") == 1
     records = await audit_topic(broker, config)
     assert [r.outcome for r in records] == ["executed", "not_recovered", "executed"]
     executed, verdict, undo = records
