@@ -84,7 +84,8 @@ class ActionParams(BaseModel):
     verify: bool | None = Field(
         None,
         description="Check the action worked (actions/verify.py). Unset: on for executed scale/rollback "
-        "(enforce, approved), off in dry-run; true in dry-run records whether the alert resolved without it.",
+        "(or with undo: true; enforce, approved), off in dry-run; true in dry-run records whether the alert "
+        "resolved without it.",
     )
     verify_within: float = Field(300.0, description="Event time the alert has, after the action, to resolve.")
     undo: bool = Field(False, description="Undo the action when its verification says not_recovered.")
@@ -120,7 +121,7 @@ class ActionParams(BaseModel):
         """Whether a decision in ``mode`` is followed by a verification."""
         if self.verify is not None:
             return self.verify
-        return self.verified_by_default and mode != "dry-run"
+        return (self.verified_by_default or self.undo) and mode != "dry-run"
 
 
 @dataclass(frozen=True, slots=True)
