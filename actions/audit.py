@@ -13,6 +13,12 @@ chaos harness, a SIEM) rely on::
      "before": {...}, "after": {...}, "reason": "<words>", "attempts": <int>,
      "agent": "<agent id>", "request_id": "<pending-approval record id>" | null}
 
+Three keys follow only where they apply (``actions/verify.py``, docs/remediation-verify.md):
+``"verify": {"within": s, "from": <event s>, "until": <event s>, "undo": bool, "escalate": bool}``
+on an executed (or dry-run) decision that will be verified; ``"verify_of": "<record id>"`` on a
+verification (outcome ``recovered``, ``not_recovered`` or ``inconclusive``); ``"undo_of":
+"<record id>"`` on every decision about undoing an executed action.
+
 A record is keyed by its target key on the topic, so one target's history stays ordered.
 """
 
@@ -87,6 +93,9 @@ class AuditRecord:
     agent: str = ""
     request_id: str | None = None
     id: str = field(default_factory=new_record_id)
+    verify: Mapping[str, Any] | None = None
+    verify_of: str | None = None
+    undo_of: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in _MODES:
@@ -118,6 +127,9 @@ class AuditRecord:
             "attempts": self.attempts,
             "agent": self.agent,
             "request_id": self.request_id,
+            **({"verify": _jsonable(self.verify)} if self.verify is not None else {}),
+            **({"verify_of": self.verify_of} if self.verify_of is not None else {}),
+            **({"undo_of": self.undo_of} if self.undo_of is not None else {}),
         }
 
     def to_json(self) -> bytes:
@@ -131,6 +143,10 @@ class AuditRecord:
         )
         request_id = data.get("request_id")
         guard = data.get("guard")
+        verify = data.get("verify")
+        if verify is not None and not isinstance(verify, Mapping):
+            raise ValueError("an audit record's verify is an object")
+        verify_of, undo_of = data.get("verify_of"), data.get("undo_of")
         return cls(
             id=str(data["id"]),
             decision_key=str(data["decision_key"]),
@@ -153,6 +169,9 @@ class AuditRecord:
             attempts=int(data.get("attempts") or 0),
             agent=str(data.get("agent") or ""),
             request_id=None if request_id is None else str(request_id),
+            verify=None if verify is None else dict(verify),
+            verify_of=None if verify_of is None else str(verify_of),
+            undo_of=None if undo_of is None else str(undo_of),
         )
 
     @classmethod

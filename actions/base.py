@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agent.duration import parse_duration
 from agent.model import Alert
@@ -46,16 +46,24 @@ __all__ = [
     "TargetLock",
     "TargetRefused",
     "TransientActionError",
+    "VERIFY_OUTCOMES",
 ]
 
 Mode = Literal["dry-run", "enforce", "approve"]
 
-Outcome = Literal["executed", "dry-run", "noop", "skipped", "pending-approval", "approved", "expired", "failed"]
+Outcome = Literal[
+    "executed", "dry-run", "noop", "skipped", "pending-approval", "approved", "expired", "failed",
+    "recovered", "not_recovered", "inconclusive",
+]
 """What one audit record says happened.
 
 ``noop``: the target was already in the desired state (a re-delivered alert after a
 crash); ``skipped``: a guard refused (the record names it); ``failed``: retries ran out.
+``recovered``, ``not_recovered``, ``inconclusive``: a verification of an earlier action
+(the record's ``verify_of`` names it; see :mod:`actions.verify`).
 """
+
+VERIFY_OUTCOMES = ("recovered", "not_recovered", "inconclusive")
 
 
 class ActionParams(BaseModel):
@@ -73,11 +81,47 @@ class ActionParams(BaseModel):
     max_per_hour: int = Field(3, ge=0, description="Budget: executions per target per rolling hour.")
     retries: int = Field(3, ge=0, le=10, description="Retries of a failed apply, with exponential backoff.")
     approval_timeout: float = Field(1800.0, description="In approve mode, how long a request waits before it expires.")
+    verify: bool | None = Field(
+        None,
+        description="Check the action worked (actions/verify.py). Unset: on for executed scale/rollback "
+        "(or with undo: true; enforce, approved), off in dry-run; true in dry-run records whether the alert "
+        "resolved without it.",
+    )
+    verify_within: float = Field(300.0, description="Event time the alert has, after the action, to resolve.")
+    undo: bool = Field(False, description="Undo the action when its verification says not_recovered.")
+    escalate: bool = Field(True, description="Page (WatchkeeperActionNotRecovered) when not_recovered.")
+
+    undoable: ClassVar[bool] = False
+    """Whether this kind can undo an execution (scale, rollback); ``undo: true`` elsewhere is an error."""
+    verified_by_default: ClassVar[bool] = False
+    """Whether an unset ``verify`` means on for this kind's executions."""
 
     @field_validator("cooldown", "approval_timeout", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> float:
         return parse_duration(value)
+
+    @field_validator("verify_within", mode="before")
+    @classmethod
+    def _window(cls, value: Any) -> float:
+        seconds = parse_duration(value)
+        if not 1.0 <= seconds <= 86_400.0:
+            raise ValueError(f"verify_within must be between 1s and 24h, got {value!r}")
+        return seconds
+
+    @model_validator(mode="after")
+    def _undo_supported(self) -> ActionParams:
+        if self.undo and not self.undoable:
+            raise ValueError(f"undo: true is not supported by action type {self.type!r} (only scale and rollback)")
+        if self.undo and self.verify is False:
+            raise ValueError("undo: true needs verify (an undo follows a not_recovered verification)")
+        return self
+
+    def verifies(self, mode: str) -> bool:
+        """Whether a decision in ``mode`` is followed by a verification."""
+        if self.verify is not None:
+            return self.verify
+        return (self.verified_by_default or self.undo) and mode != "dry-run"
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +258,18 @@ class Action(abc.ABC):
     @abc.abstractmethod
     async def plan(self, alert: Alert, target: Target) -> Plan:
         """Read the target and decide; never writes (dry-run calls this too)."""
+
+    async def plan_undo(
+        self, before: Mapping[str, Any], after: Mapping[str, Any], alert: Alert, target: Target
+    ) -> Plan:
+        """Plan putting ``target`` back to ``before`` (what an executed decision found), read-only.
+
+        ``after`` is what that decision left; a target that moved on since (someone else
+        changed it) plans ``blocked="changed-since"``: an undo never overrides a newer
+        change. ``decision_key`` is the undo's own key, so ``apply`` marks and resumes it
+        like any decision. Kinds that cannot undo (the default) raise ``ActionFailed``.
+        """
+        raise ActionFailed(f"{self.kind} cannot undo an execution")
 
     @abc.abstractmethod
     async def apply(self, plan: Plan, alert: Alert) -> Mapping[str, Any]:

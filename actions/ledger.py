@@ -66,7 +66,9 @@ class Ledger:
         _remember(self._applied, record.id, None, self.max_keys)
         self.recent.append(record)
         if record.outcome == "executed":
-            _remember(self._last_execution, (record.action, record.target), record.ts, self.max_keys)
+            # an undo has its own cooldown: the execution it undoes must not hold it back
+            name = record.action + ("-undo" if record.undo_of else "")
+            _remember(self._last_execution, (name, record.target), record.ts, self.max_keys)
             self._target_executions.setdefault(record.target, deque()).append(record.ts)
             self._fleet_executions.append(record.ts)
         if record.outcome == "pending-approval":

@@ -57,7 +57,7 @@ import json
 import re
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
@@ -116,6 +116,9 @@ class RollbackParams(ActionParams):
     alias: str = "champion"
     version_label: str | None = None
     restart: RestartParams | None = None
+
+    undoable: ClassVar[bool] = True
+    verified_by_default: ClassVar[bool] = True
 
     _name = field_validator("name")(check_label_template)
 
@@ -252,6 +255,42 @@ class Rollback(Action):
             return f"the alert is about version {serving} but {self.params.alias} is on {holder} now"
         return None
 
+    async def plan_undo(
+        self, before: Mapping[str, Any], after: Mapping[str, Any], alert: Alert, target: Target
+    ) -> Plan:
+        """Move the alias back to the version the rollback replaced, if it still holds the one it set.
+
+        The replaced version's ``watchkeeper.bad`` tag (the rollback's verdict, which the
+        failed verification contradicts) is cleared by ``apply``, and the move is recorded
+        in the history with the undo's key (a re-delivered undo finds it and stays a noop).
+        """
+        self.params.allowed.check(target.name, target.kind)
+        registry, alias, name = self._registry(), self.params.alias, target.name
+        key = self._key(alert, target)
+        holder, history = await asyncio.to_thread(lambda: (registry.alias_holder(name, alias), registry.history(name, alias)))
+        now = {"registry": target.kind, "name": name, "alias": alias, "version": holder}
+        detail: dict[str, Any] = {"undo": True, "history": [m.to_dict() for m in history[-5:]]}
+        wanted, left = str(before.get("version") or ""), str(after.get("version") or "")
+        mine = [m for m in history if m.key == key]
+        if mine and holder == mine[-1].version:
+            return Plan(target, now, now, noop=True, reason=f"this undo already moved {alias} back to {holder}", detail=detail)
+        if not wanted or not left:
+            return Plan(target, now, now, blocked="undo-unsupported", reason="the undone record names no versions", detail=detail)
+        if holder != left and not (mine and holder == mine[-1].previous):
+            return Plan(
+                target, now, now, blocked="changed-since",
+                reason=f"{alias} is on {holder} now, not the {left} the rollback set: changed since, left alone",
+                detail=detail,
+            )
+        restart = self._restart_target(alert)
+        if restart:
+            detail["restart"] = restart
+        versions = await asyncio.to_thread(registry.versions, name)
+        if wanted not in versions or not versions[wanted].ready:
+            return Plan(target, now, now, blocked="no-previous-version", reason=f"version {wanted} is gone or not READY", detail=detail)
+        reason = f"undo: move {alias} of {name} back from {holder} to {wanted} (the rollback did not help)"
+        return Plan(target, now, {**now, "version": wanted, "from": holder}, detail=detail, reason=reason)
+
     async def apply(self, plan: Plan, alert: Alert) -> Mapping[str, Any]:
         if plan.noop or plan.blocked:
             return dict(plan.before)
@@ -281,9 +320,14 @@ class Rollback(Action):
                 "alias": alias,
                 "rolled_back_to": wanted,
             }
-            registry.set_version_tag(name, origin, BAD_TAG, json.dumps(mark, separators=(",", ":")))
+            undo = bool(plan.detail.get("undo"))
+            if undo:  # the version restored was blamed by the rollback; its verification says otherwise
+                registry.set_version_tag(name, wanted, BAD_TAG, "")
+            else:
+                registry.set_version_tag(name, origin, BAD_TAG, json.dumps(mark, separators=(",", ":")))
             if not recorded:
-                move = Move(version=wanted, ts=now, by=agent, reason=f"rollback: {why}", key=key, previous=origin)
+                verb = "undo of a rollback" if undo else "rollback"
+                move = Move(version=wanted, ts=now, by=agent, reason=f"{verb}: {why}", key=key, previous=origin)
                 registry.write_history(name, alias, append_move(history, move, holder=origin))
             if holder != wanted:
                 registry.set_alias(name, alias, wanted)
@@ -296,7 +340,7 @@ class Rollback(Action):
                 "alias": alias,
                 "version": found,
                 "from": origin,
-                "bad_tagged": origin,
+                **({"bad_cleared": wanted} if undo else {"bad_tagged": origin}),
             }
 
         after = await asyncio.to_thread(write)

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field, field_validator, model_validator
 
@@ -91,6 +91,9 @@ class ScaleParams(ActionParams):
     min_replicas: int = Field(1, ge=0, le=10_000)
     max_replicas: int = Field(10, ge=1, le=10_000)
     max_step: int = Field(5, ge=1, le=10_000)
+
+    undoable: ClassVar[bool] = True
+    verified_by_default: ClassVar[bool] = True
 
     _templates = field_validator("namespace", "deployment")(check_label_template)
 
@@ -267,6 +270,40 @@ class Scale(Action):
                 detail=detail,
             )
         return Plan(target, before, after, reason=f"finish this decision's interrupted change ({mark})", detail=detail)
+
+    async def plan_undo(
+        self, before: Mapping[str, Any], after: Mapping[str, Any], alert: Alert, target: Target
+    ) -> Plan:
+        """Scale back to the replicas the undone decision found, if the Deployment still has the ones it set.
+
+        An HPA floor the action raised is not lowered (``blocked="undo-unsupported"``):
+        the HPA may since scale on its own, and lowering a floor is not a change this
+        agent makes. Blast-radius limits do not apply: the count goes back to one that ran before.
+        """
+        deployment = self._deployment(target)
+        deployment.api_client()
+        state = await asyncio.to_thread(read_deployment, deployment)
+        key = self.decision_key or self._key(alert, target)
+        now: dict[str, Any] = state.to_dict()
+        detail: dict[str, Any] = {"decision_key": key, "via": "scale", "undo": True}
+        if state.annotations.get(LAST_ACTION) == key:
+            return self._resume(target, state.annotations.get(LAST_ACTION_TARGET, ""), now, None, detail)
+        if after.get("hpa") or "replicas" not in before or "replicas" not in after:
+            return Plan(target, now, now, blocked="undo-unsupported", reason="the action raised an HPA floor; not lowered", detail=detail)
+        wanted, left = int(before["replicas"]), int(after["replicas"])
+        if state.replicas != left:
+            return Plan(
+                target, now, now, blocked="changed-since",
+                reason=f"replicas are {state.replicas} now, not the {left} the action set: changed since, left alone",
+                detail=detail,
+            )
+        if state.rollout:
+            return Plan(target, now, now, blocked="rollout-in-progress", reason=f"rollout in progress: {state.rollout}", detail=detail)
+        detail["mark"] = f"replicas={wanted}"
+        return Plan(
+            target, now, {"replicas": wanted},
+            reason=f"undo: scale {target.namespace}/{target.name} back from {left} to {wanted}", detail=detail,
+        )
 
     async def apply(self, plan: Plan, alert: Alert) -> Mapping[str, Any]:
         target = plan.target

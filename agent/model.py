@@ -227,6 +227,10 @@ class Alert:
     resolved_at: float | None = None
     evidence: Mapping[str, Any] = field(default_factory=dict)
     series: tuple[str, ...] = ()
+    #: event time this snapshot was taken at, and of its series' newest event (None: not
+    #: stamped); the remediation side's event clock and traffic signal (actions/verify.py)
+    at: float | None = None
+    last_event_at: float | None = None
 
     @property
     def name(self) -> str:
@@ -246,6 +250,8 @@ class Alert:
             "value": _finite_or_none(self.value),
             "evidence": {k: _finite_or_none(v) for k, v in self.evidence.items()},
             "series": list(self.series),
+            **({"at": self.at} if self.at is not None else {}),
+            **({"last_event_at": self.last_event_at} if self.last_event_at is not None else {}),
         }
 
     @classmethod
@@ -263,7 +269,16 @@ class Alert:
             value=math.nan if value is None else float(value),
             evidence=dict(data.get("evidence") or {}),
             series=tuple(str(v) for v in data.get("series") or ()),
+            at=_finite_or_none_float(data.get("at")),
+            last_event_at=_finite_or_none_float(data.get("last_event_at")),
         )
+
+
+def _finite_or_none_float(value: Any) -> float | None:
+    """An optional event time from JSON: a finite number, else None (never a crash on bad input)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
 
 
 def _finite_or_none(value: Any) -> Any:

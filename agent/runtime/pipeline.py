@@ -8,8 +8,9 @@ wall clock. Time moves only with event time (``process``) or when the caller say
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agent.config import SeriesLimits
@@ -86,7 +87,7 @@ class Pipeline:
         if ts > self.clock:
             self.clock = ts
         findings = self.engine.observe(event.type, event, ts)
-        return self.lifecycle.advance(self._by_id, findings) if findings else []
+        return self._stamped(self.lifecycle.advance(self._by_id, findings)) if findings else []
 
     def tick(self, now: float | None = None) -> list[Alert]:
         """Advance event time to ``now`` and re-evaluate every pending or firing alert.
@@ -148,7 +149,7 @@ class Pipeline:
             self._next_sweep = boundary + self.sweep_interval_s
         if boundary is not None or any(b is not None for b in due.values()):
             findings.extend(self.engine.sweep(boundary, self.staleness_s, skip=active, clocks=due or None))
-        return self.lifecycle.advance(self._by_id, findings)
+        return self._stamped(self.lifecycle.advance(self._by_id, findings))
 
     def reload(self, rules: RuleSet) -> list[Alert]:
         """Swap rules in place; alerts of removed rules resolve now."""
@@ -169,7 +170,23 @@ class Pipeline:
                 self.engine.revive(skey, rule, self.partition_clock.get(where, self.clock), where)
 
     def firing(self) -> list[Alert]:
-        return self.lifecycle.firing()
+        return self._stamped(self.lifecycle.firing())
+
+    def _stamped(self, alerts: list[Alert]) -> list[Alert]:
+        """Alerts stamped with event time now and their series' newest event.
+
+        Verification after an action (actions/verify.py) runs on event time: re-sends
+        carry the clock forward, and ``last_event_at`` tells a series that went quiet
+        (an alert that resolved because nothing came, not because it recovered).
+        """
+        if not alerts or self.clock == float("-inf"):
+            return alerts
+        out = []
+        for alert in alerts:
+            state = self.engine.series((alert.rule_id, alert.series))
+            last = state.last_ts if state is not None and math.isfinite(state.last_ts) else None
+            out.append(replace(alert, at=self.clock, last_event_at=last))
+        return out
 
     def _judge_time(self, state: Any, now: float) -> float:
         """The event time at which a series is judged without a new event of its own.

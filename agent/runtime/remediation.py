@@ -30,6 +30,7 @@ from urllib.parse import parse_qs
 
 from actions.audit import AuditRecord
 from actions.base import Action, ActionContext
+from actions.verify import Verifier
 from agent.config import AgentConfig
 from agent.logs import get_logger
 from agent.model import Alert, AlertState
@@ -37,6 +38,7 @@ from agent.rules import RuleSet
 
 from .action_context import build_action_context
 from .audit_log import AuditTail
+from .ingest import publish_alerts
 from .approvers import Role
 from .http import Request, Response, Route
 from .remediator import Annotate, Remediator
@@ -44,7 +46,7 @@ from .selfmetrics import SelfMetrics
 from .signing import RecordAuth, TopicRole
 from .topic_keys import TopicKeys
 
-__all__ = ["Remediation", "decode_firing"]
+__all__ = ["Remediation", "decode_firing", "decode_snapshots"]
 
 _log = get_logger(__name__)
 
@@ -90,6 +92,21 @@ def decode_firing(
     return out
 
 
+def decode_snapshots(records: Iterable[Any]) -> list[Alert]:
+    """Every alert snapshot (FIRING, its re-sends, RESOLVED) of a batch, in order, for verification.
+
+    No age horizon: a verdict is judged on the snapshots' event time, so an old record
+    read again gives the verdict it gave before (and the ledger knows it was recorded).
+    """
+    out: list[Alert] = []
+    for rec in records:
+        try:
+            out.append(Alert.from_dict(json.loads(rec.value or b"")))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue  # decode_firing logs the undecodable ones
+    return out
+
+
 class Remediation:
     """Builds and runs the remediator for an agent (see the module docstring)."""
 
@@ -125,6 +142,8 @@ class Remediation:
             annotate=annotate,
             on_audit=on_audit,
             registry=registry,
+            page=self._page,
+            verifier=Verifier(quiet_s=config.staleness_s, grace_s=max(900.0, 4 * config.resend_interval_s)),
         )
         # alerts and audit records count only when signed with the agent's key file (AgentApp
         # passes it; without one, a key of this object's own, which verifies only what it wrote)
@@ -138,6 +157,10 @@ class Remediation:
     async def _publish(self, topic: str, key: bytes, value: bytes) -> None:
         await self._broker.publish(value, topic, key=key, headers={"content-type": "application/json"})
 
+    async def _page(self, alert: Alert) -> None:
+        """A page of the remediator's own (``WatchkeeperActionNotRecovered``): one FIRING snapshot on the alerts topic."""
+        await asyncio.gather(*publish_alerts(self._broker, [alert], self.config.topics.alerts, auth=self.alerts_auth))
+
     async def _publish_record(self, record: AuditRecord) -> None:
         key, value = record.target.encode(), record.to_json()
         headers = {"content-type": "application/json", **self.audit_auth.headers(key, value)}
@@ -147,11 +170,14 @@ class Remediation:
     async def handle(self, records: Any) -> None:
         """Decide the actions of a batch of alert transitions; raising rewinds the batch."""
         max_age_s = max(STALE_ALERT_S, 4 * self.config.resend_interval_s)  # a live alert is always fresher
-        alerts = [a for a in decode_firing(records, max_age_s=max_age_s, auth=self.alerts_auth) if self.remediator.wants(a)]
-        if not alerts:
-            return
-        await self._ledger_ready()
-        await self.remediator.handle(alerts)
+        # only signed records count, for decisions and verdicts alike (each checked and counted once)
+        authentic = [rec for rec in records if self.alerts_auth.admit(rec)]
+        alerts = [a for a in decode_firing(authentic, max_age_s=max_age_s) if self.remediator.wants(a)]
+        if alerts:
+            await self._ledger_ready()
+            await self.remediator.handle(alerts)
+        if self.remediator.verifying:  # after the decisions: a batch may hold an action and its verdict
+            await self.remediator.verify(decode_snapshots(authentic))
 
     async def _ledger_ready(self) -> None:
         if self.tail.caught_up.is_set():

@@ -11,6 +11,13 @@ For each FIRING transition of a rule with ``actions``, and each entry of them, i
 4. publishes the audit record and waits for the broker's acknowledgement, so that the
    alerts topic's offsets are committed only after every decision is durable.
 
+After acting it verifies (:mod:`actions.verify`, docs/remediation-verify.md): the
+executed record carries a ``verify`` object, every alert snapshot goes through
+:meth:`Remediator.verify`, and the verdict is a record of its own (``verify_of``), a
+metric, an annotation on the alert, a page when ``not_recovered`` (``escalate``), and,
+with ``undo: true``, an undo of the action: planned by the kind, through the same
+guards, lease and ledger, audited with ``undo_of``, and verified in turn (never undone).
+
 Approve mode publishes a ``pending-approval`` record and stops; an ``approved`` record
 on the audit topic (``watchkeeper actions approve ID`` or ``POST /actions/ID/approve``)
 makes the agent that asked re-plan and execute it (any agent after ``takeover_s``, in
@@ -22,6 +29,7 @@ keeps the read-guard-write of the ledger atomic.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -33,8 +41,9 @@ from actions.audit import AuditRecord, GuardResult, answer_request, decision_key
 from actions.base import Action, ActionContext, ActionFailed, NotConfigured, Plan, Target, TargetRefused, TransientActionError
 from actions.guards import GuardPipeline, effective_mode, take_lease
 from actions.ledger import Ledger, PendingRequest
+from actions.verify import Verdict, Verifier, Watch, event_time, verify_fields
 from agent.logs import get_logger
-from agent.model import Alert, AlertState
+from agent.model import Alert, AlertState, fingerprint
 from agent.rules import Rule, RuleSet
 
 from .selfmetrics import SelfMetrics
@@ -45,6 +54,10 @@ _log = get_logger(__name__)
 
 Publish = Callable[[AuditRecord], Awaitable[None]]
 Annotate = Callable[[str, tuple[str, ...], dict[str, str]], None]
+Page = Callable[[Alert], Awaitable[None]]
+
+NOT_RECOVERED_ALERT = "WatchkeeperActionNotRecovered"
+"""The alertname of the page sent when an action's verification says ``not_recovered``."""
 
 
 class AuditNotDurable(Exception):
@@ -80,6 +93,10 @@ class Remediator:
         Adds annotations to a live alert (the lifecycle's), to report a failed action.
     registry
         Action kinds by name (default: ``actions.registry.ACTIONS``, read at call time).
+    page
+        Publishes an alert (the ``WatchkeeperActionNotRecovered`` page) to the alerts topic.
+    verifier
+        The open verifications and their event clock (default: a fresh one).
     """
 
     def __init__(
@@ -99,6 +116,8 @@ class Remediator:
         registry: Mapping[str, type[Action]] | None = None,
         clock: Callable[[], float] = time.time,
         ledger: Ledger | None = None,
+        page: Page | None = None,
+        verifier: Verifier | None = None,
     ) -> None:
         self._rules = rules
         self.context = context
@@ -119,6 +138,9 @@ class Remediator:
         self._alerts: dict[str, Alert] = {}  # pending request id -> the alert it was asked for
         self._by_id: tuple[RuleSet | None, Mapping[str, Rule]] = (None, {})
         self.wake = asyncio.Event()  # set when an approval arrives, so the sweep runs at once
+        self._page = page
+        self.verifier = verifier or Verifier()
+        self._pushed_out: list[Verdict] = []  # watches given up at the bound, recorded at the next verify
 
     @property
     def agent_id(self) -> str:
@@ -166,6 +188,119 @@ class Remediator:
             if record.outcome == "approved":
                 self.wake.set()
             self.metrics.actions_pending.set(sum(1 for _ in self.ledger.waiting()))
+            if record.verify_of is not None:
+                self.verifier.settle(record.verify_of)
+            elif record.agent == self.agent_id and record.verify:  # each agent verifies what it did
+                watch = Watch.of(record)
+                if watch is not None:
+                    self._pushed_out.extend(self.verifier.watch(watch))
+
+    # --- verification -------------------------------------------------------------------
+    @property
+    def verifying(self) -> bool:
+        """Whether any verification is open (the consumer can skip decoding snapshots otherwise)."""
+        return bool(self.verifier.watches or self._pushed_out)
+
+    async def verify(self, alerts: Sequence[Alert]) -> None:
+        """Feed alert snapshots (any state) to the open verifications; record every verdict."""
+        if not self.verifying:
+            return
+        rules = self._rules_by_id()
+        async with self._lock:
+            verdicts, self._pushed_out = self._pushed_out, []
+            for alert in alerts:
+                verdicts.extend(self.verifier.observe(alert))
+            for verdict in verdicts:
+                try:
+                    await self._verdict(verdict, rules)
+                except AuditNotDurable:
+                    raise
+                except Exception:  # noqa: BLE001 - a bug in one verdict must not stall the others
+                    _log.exception("verification failed; skipped", action_record=verdict.watch.record.id)
+
+    async def _verdict(self, verdict: Verdict, rules: Mapping[str, Rule]) -> None:
+        done = verdict.watch.record
+        key = _derived_key("verify", done.id)
+        if self.ledger.status(key) is not None:
+            return  # recorded before (a redelivered batch)
+        record = AuditRecord(
+            decision_key=key, rule_id=done.rule_id, alertname=done.alertname, fingerprint=done.fingerprint,
+            alert_active_at=done.alert_active_at, action=done.action, action_index=done.action_index,
+            target=done.target, mode=done.mode, outcome=verdict.outcome, ts=self._clock(), labels=dict(done.labels),
+            before=done.before, after=done.after, reason=f"{verdict.summary} ({verdict.reason})"[:1000],
+            agent=self.agent_id, verify_of=done.id, undo_of=done.undo_of,
+        )
+        await self.emit(record)
+        self.metrics.action_verifications.labels(done.action, verdict.outcome).inc()
+        alert = verdict.alert
+        if self._annotate is not None and alert is not None and alert.series and verdict.still_firing:
+            self._annotate(alert.rule_id, alert.series, {"remediation": verdict.summary[:500]})
+        if verdict.outcome != "not_recovered" or done.outcome != "executed":
+            return
+        if verdict.watch.escalate and self._page is not None:
+            await self._page(_page_alert(verdict, record))
+        if verdict.watch.undo and verdict.still_firing and alert is not None:
+            await self._undo(done, alert, rules)
+
+    async def _undo(self, done: AuditRecord, alert: Alert, rules: Mapping[str, Rule]) -> None:
+        """Undo an executed action that did not help: same guards, lease, ledger and audit; then verified."""
+        rule = rules.get(done.rule_id)
+        entry = rule.actions[done.action_index] if rule is not None and done.action_index < len(rule.actions) else None
+        kind = self.registry().get(done.action)
+        key = _derived_key("undo", done.id)
+        if self.ledger.status(key) is not None:
+            self.metrics.action_duplicates.inc()
+            return
+        if rule is None or entry is None or kind is None or entry.get("type") != done.action:
+            _log.warning("not undoing: the rule or its action changed since", rule=done.rule_id, audit_id=done.id)
+            return
+        params = kind.Params.model_validate(dict(entry))
+        atype, index, mode = done.action, done.action_index, effective_mode(params.mode, self.guards.ceiling)
+        fields: dict[str, Any] = {"undo_of": done.id}
+        started = time.monotonic()
+        try:
+            action = kind(params, self.context)
+            target = action.target(alert)
+            if target.key != done.target:
+                raise ActionFailed(f"the alert now resolves to {target.key}, not {done.target}")
+        except Exception as exc:  # noqa: BLE001 - TargetRefused, ActionFailed or a bug: audited, never raised
+            if isinstance(exc, TargetRefused):
+                await self._refused(alert, atype, index, key, done.target, mode, exc, fields)
+            else:
+                await self._failed(alert, atype, index, key, done.target, mode, f"undo: no target: {exc}", 0, fields)
+            return
+        action.decision_key = key
+        try:
+            plan, _ = await self._with_retries(lambda: action.plan_undo(done.before, done.after, alert, target), params.retries)
+        except _Failed as exc:
+            if isinstance(exc.__cause__, TargetRefused):
+                await self._refused(alert, atype, index, key, target.key, mode, exc.__cause__, fields)
+            else:
+                await self._failed(alert, atype, index, key, target.key, mode, f"undo: {exc}", exc.attempts, fields)
+            return
+        # an undo has its own cooldown (``<kind>-undo``): the execution it undoes does not hold it back
+        decision = self.guards.decide(key=key, action=f"{atype}-undo", params=params, plan=plan)
+        fields.update(guards=decision.guards, before=plan.before, after=plan.after)
+        if decision.verdict == "duplicate":
+            self.metrics.action_duplicates.inc()
+            return
+        if decision.verdict == "pending-approval":  # an undo is automatic or not at all
+            guards = (*decision.guards, GuardResult("approval", False, "undo runs only in enforce mode"))
+            fields["guards"] = guards
+            await self._record(
+                alert, atype, index, key, target.key, mode, "skipped", guard="approval",
+                reason="undo not run: the rule is in approve mode; undo by hand if wanted", **fields,
+            )
+            return
+        if decision.verdict != "act":
+            await self._record(
+                alert, atype, index, key, target.key, decision.mode, decision.verdict, guard=decision.guard,
+                reason=f"undo: {decision.reason}", attempts=0, **fields,
+            )
+            return
+        start = max(event_time(alert), self.verifier.clock)
+        verify = verify_fields(start, params.verify_within, undo=False, escalate=params.escalate)
+        await self._act(action, alert, plan, atype, index, key, decision.mode, params.retries, fields, started, verify)
 
     # --- one decision ------------------------------------------------------------------
     async def _decide(
@@ -226,6 +361,12 @@ class Remediator:
                 self.ledger.pending.pop(request.id, None)
             return
         fields: dict[str, Any] = dict(common, guards=decision.guards, before=plan.before, after=plan.after)
+        start = event_time(alert) if request is None else max(event_time(alert), self.verifier.clock)
+        if decision.verdict == "dry-run" and params.verifies("dry-run"):  # what would have been known
+            fields["verify"] = verify_fields(start, params.verify_within, undo=False, escalate=False)
+        verify = None
+        if params.verifies(decision.mode):
+            verify = verify_fields(start, params.verify_within, undo=params.undo, escalate=params.escalate)
         if decision.verdict != "act":
             outcome, reason = decision.verdict, decision.reason
             if outcome == "pending-approval":  # tell the approver how, in the record itself
@@ -240,11 +381,11 @@ class Remediator:
                 self._alerts[record.id] = alert
             self._observe_duration(atype, started)
             return
-        await self._act(action, alert, plan, atype, index, key, decision.mode, params.retries, fields, started)
+        await self._act(action, alert, plan, atype, index, key, decision.mode, params.retries, fields, started, verify)
 
     async def _act(
         self, action: Action, alert: Alert, plan: Plan, atype: str, index: int, key: str, mode: str,
-        retries: int, fields: dict[str, Any], started: float,
+        retries: int, fields: dict[str, Any], started: float, verify: Mapping[str, Any] | None = None,
     ) -> None:
         target = plan.target.key
         lock = self.context.lock
@@ -269,6 +410,8 @@ class Remediator:
             await self._failed(alert, atype, index, key, target, mode, str(exc), exc.attempts, fields)
         else:
             fields["after"] = after
+            if verify is not None:
+                fields["verify"] = verify
             reason = plan.reason or f"{atype} applied"
             await self._record(alert, atype, index, key, target, mode, "executed", reason=reason, attempts=attempts, **fields)
         finally:
@@ -402,6 +545,40 @@ class Remediator:
                 except ValidationError:
                     pass
         return 1800.0
+
+
+def _derived_key(what: str, record_id: str) -> str:
+    """The decision key of the verification (or undo) of one executed record: one each, ever."""
+    return hashlib.sha256(f"{what}|{record_id}".encode()).hexdigest()
+
+
+def _page_alert(verdict: Verdict, record: AuditRecord) -> Alert:
+    """The ``WatchkeeperActionNotRecovered`` page: the rule, action and target in labels, evidence in annotations."""
+    done = verdict.watch.record
+    labels = {
+        "alertname": NOT_RECOVERED_ALERT,
+        "severity": "page",
+        "rule": done.rule_id,
+        "action": done.action,
+        "target": done.target,
+        "source_alertname": done.alertname,
+        **({"undo": "true"} if done.undo_of else {}),
+    }
+    alert = verdict.alert
+    evidence = dict(alert.evidence) if alert is not None else {}
+    annotations = {
+        "summary": f"{done.alertname}: {verdict.summary}"[:500],
+        "description": (
+            f"{verdict.reason}. Action record {done.id}, verification {record.id}; "
+            f"{'the undo did not help either' if done.undo_of else 'undo: ' + ('follows' if verdict.watch.undo else 'off for this rule')}."
+        )[:1000],
+        "audit_id": record.id,
+    }
+    return Alert(
+        fingerprint=fingerprint(labels), rule_id=f"watchkeeper/{NOT_RECOVERED_ALERT}", state=AlertState.FIRING,
+        labels=labels, annotations=annotations, active_at=verdict.at,
+        value=alert.value if alert is not None else math.nan, fired_at=verdict.at, evidence=evidence, at=verdict.at,
+    )
 
 
 def _alert_from(record: AuditRecord) -> Alert:

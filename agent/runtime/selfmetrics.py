@@ -237,3 +237,10 @@ class SelfMetrics:
             ["reason"],
             registry=r,
         )
+        self.action_verifications = Counter(
+            "watchkeeper_action_verifications_total",
+            "Verifications of executed actions (actions/verify.py), by action kind and outcome "
+            "(recovered, not_recovered, inconclusive).",
+            ["action", "outcome"],
+            registry=r,
+        )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from actions.base import Action, ActionFailed, ActionParams, Plan, Target, TransientActionError
 from agent.model import Alert
@@ -33,6 +33,7 @@ class RecordingSystem:
     attempts: dict[str, int] = field(default_factory=dict)  # decision key -> apply calls
     plans: int = 0
     hang: asyncio.Event = field(default_factory=asyncio.Event)  # set to let a hung apply return
+    undone: list[tuple[str, str]] = field(default_factory=list)  # (undo decision key, target key), in order
 
 
 class RecordingParams(ActionParams):
@@ -43,6 +44,8 @@ class RecordingParams(ActionParams):
     blocked: str | None = None
     hang_after_apply: bool = False
     apply_s: float = 0.0  # how long the write takes (two agents racing for one target)
+
+    undoable: ClassVar[bool] = True  # verified only when a rule says verify or undo: the older tests count records
 
 
 class RecordingAction(Action):
@@ -69,6 +72,15 @@ class RecordingAction(Action):
         reason = f"would be blocked: {self.params.blocked}" if self.params.blocked else f"change {target.key}"
         return Plan(target, {"changes": changes}, {"changes": changes + 1}, blocked=self.params.blocked, reason=reason)
 
+    async def plan_undo(
+        self, before: Mapping[str, Any], after: Mapping[str, Any], alert: Alert, target: Target
+    ) -> Plan:
+        self.system.plans += 1
+        changes = sum(1 for _, t in self.system.applies if t == target.key)
+        if self.system.marks.get(target.key) == self.decision_key:
+            return Plan(target, {"changes": changes}, {"changes": changes}, noop=True, reason="already undone")
+        return Plan(target, {"changes": changes}, {"changes": changes + 1}, reason=f"undo on {target.key}", detail={"undo": True})
+
     async def apply(self, plan: Plan, alert: Alert) -> Mapping[str, Any]:
         key = self.decision_key
         tries = self.system.attempts[key] = self.system.attempts.get(key, 0) + 1
@@ -79,6 +91,8 @@ class RecordingAction(Action):
         await asyncio.sleep(self.params.apply_s)
         self.system.marks[plan.target.key] = key
         self.system.applies.append((key, plan.target.key))
+        if plan.detail.get("undo"):
+            self.system.undone.append((key, plan.target.key))
         if self.params.hang_after_apply:
             await self.system.hang.wait()
         return {"changes": sum(1 for _, t in self.system.applies if t == plan.target.key)}
