@@ -78,6 +78,13 @@ def configure_logging(level: str = "info", json: bool = True) -> None:
     for old in [h for h in root.handlers if isinstance(h, _Handler)]:
         root.removeHandler(old)
     root.addHandler(handler)
+    # uvicorn's own logging config (installed by anything else in the process that ran
+    # uvicorn with its defaults) gives its loggers handlers of their own that bypass this
+    # renderer; the agent's HTTP server never installs it, and here it is undone too
+    for server_logger in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        server_log = logging.getLogger(server_logger)
+        server_log.handlers.clear()
+        server_log.propagate = True
     root.setLevel(logging.DEBUG if name == "debug" else max(logging.WARNING, _stdlib(name)))
 
 

@@ -50,3 +50,21 @@ def test_a_traceback_shows_no_locals(json_logs: bool, stdlib: bool) -> None:
     assert "check_token" in out and "TypeError" in out, out  # the traceback is there...
     assert SECRET not in out and SECRET[::-1] not in out, out  # ...its locals are not
     assert "expected =" not in out and "header =" not in out
+
+
+def test_uvicorns_own_logging_config_cannot_bypass_the_renderer() -> None:
+    """Anything in the process that ran uvicorn with its defaults (an example app, a test
+    server) gives uvicorn's loggers handlers of their own; the agent's configuration must
+    still be the one that renders their tracebacks."""
+    import logging.config
+
+    import uvicorn.config
+
+    logging.config.dictConfig(uvicorn.config.LOGGING_CONFIG)
+    try:
+        out = _log_failure(json_logs=True, stdlib=True)
+        assert "check_token" in out and SECRET not in out, out
+    finally:
+        for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+            logging.getLogger(name).handlers.clear()
+            logging.getLogger(name).propagate = True
