@@ -12,7 +12,7 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
-from agent.model import GpuEvent, InferenceEvent, LlmEvent
+from agent.model import FeedbackEvent, GpuEvent, InferenceEvent, LlmEvent, RetrievalEvent
 
 __all__ = [
     "DEFAULT_BY",
@@ -26,17 +26,31 @@ __all__ = [
     "series_label",
 ]
 
-EVENT_TYPES: dict[str, type] = {"inference": InferenceEvent, "llm": LlmEvent, "gpu": GpuEvent}
-DERIVED: dict[str, tuple[str, ...]] = {"llm": ("total_tokens", "spend_usd"), "gpu": ("mem_used_ratio",)}
+EVENT_TYPES: dict[str, type] = {
+    "inference": InferenceEvent,
+    "llm": LlmEvent,
+    "gpu": GpuEvent,
+    "retrieval": RetrievalEvent,
+    "feedback": FeedbackEvent,
+}
+DERIVED: dict[str, tuple[str, ...]] = {
+    "llm": ("total_tokens", "spend_usd", "flagged", "refused"),
+    "gpu": ("mem_used_ratio",),
+    "retrieval": ("empty",),
+}
 MAP_FIELDS: dict[str, tuple[str, ...]] = {
     "inference": ("labels", "features"),
     "llm": ("labels",),
     "gpu": ("labels",),
+    "retrieval": ("labels",),
+    "feedback": ("labels",),
 }
 DEFAULT_BY: dict[str, tuple[str, ...]] = {
     "inference": ("service", "model"),
     "llm": ("service", "model"),
     "gpu": ("node", "gpu"),
+    "retrieval": ("service", "index", "index_version"),
+    "feedback": ("service", "prompt_version"),
 }
 
 

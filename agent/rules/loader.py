@@ -43,7 +43,7 @@ class _RuleSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=False)
 
     alert: str = Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_:]*$")
-    source: Literal["inference", "llm", "gpu"]
+    source: Literal["inference", "llm", "gpu", "retrieval", "feedback"]
     match: str = "{}"
     by: list[str] | None = None
     detector: dict[str, Any]
@@ -140,7 +140,7 @@ def _schema_errors(exc: ValidationError, out: _Collector, prefix: tuple[Any, ...
         elif kind == "missing":
             out.add(loc[:-1], f"missing required key {loc[-1]!r}")
         elif kind == "literal_error" and loc[-1] == "source":
-            out.add(loc, f"source must be one of inference, llm, gpu, got {err['input']!r}")
+            out.add(loc, f"source must be one of inference, llm, gpu, retrieval, feedback, got {err['input']!r}")
         elif kind == "model_type" and loc[-2:-1] == ("groups",):
             out.add(loc, "a group must be a mapping with 'name' and 'rules'")
         else:
