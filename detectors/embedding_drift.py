@@ -362,6 +362,7 @@ class EmbeddingDrift(Detector):
             "reference_events": self._ref_n,
             "reference_source": source_label(False, self.reference_window, self._from_window, self._ref_n),
             "skipped": self._skipped,
+            "false_alarm_days": self.false_alarm_days,
         }
 
     # --- checkpoints ------------------------------------------------------------------
