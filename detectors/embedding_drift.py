@@ -24,6 +24,7 @@ _DAY_S = 86_400.0
 _RATE_STEP = 1.05  # thresholds follow the event rate when it moves by more than 5 %
 _OUTSIDE_Q = 0.99  # a vector farther from every centre than 99 % of the reference is "outside"
 _Z_BOUND = 2.0  # reference shares are tested at their 2-sigma bound, never at the point estimate
+_CAP = 1.5  # a CUSUM stops at 1.5 thresholds, so a verdict ends soon after the vectors come back
 
 
 class EmbeddingDrift(Detector):
@@ -61,7 +62,9 @@ class EmbeddingDrift(Detector):
     The evidence says how far the current window moved (``moved_sd``: the root mean
     square of its mean normal score over the projected dimensions; about
     ``1/sqrt(window)`` when nothing moved), which test fired, and which reference
-    neighbourhoods lost and gained mass (``n3 31% -> 4%``). Vectors of another length
+    neighbourhoods lost and gained mass (``n3 31% -> 4%``). A CUSUM stops at 1.5 times
+    its threshold, so the verdict ends once the vectors are back long enough to undo half
+    a threshold's evidence. Vectors of another length
     than the first are ignored (counted in ``skipped``).
 
     Parameters
@@ -267,7 +270,7 @@ class EmbeddingDrift(Detector):
         hi = np.clip(p + _Z_BOUND * sd, None, 1.0 - 0.5 / n)
         out = min(max(self._outside_p, 0.5 / n) + _Z_BOUND * math.sqrt(max(self._outside_p, 0.5 / n) / n), 0.5)
         p0 = np.concatenate([lo, hi, [out]])
-        p1 = np.concatenate([lo / ratio, np.minimum(hi * ratio, (1.0 + hi) / 2.0), [min(max(out * ratio, 0.05), 0.9)]])
+        p1 = np.concatenate([lo / ratio, np.minimum(hi * ratio, (1.0 + hi) / 2.0), [min(max(out * ratio, 0.1), 0.9)]])
         p1 = np.where(p1 == p0, p0 * 0.5, p1)
         return bernoulli_llr(p0, p1)
 
@@ -296,7 +299,7 @@ class EmbeddingDrift(Detector):
             mass[[nearest, k + nearest]] = self._llr_hit[[nearest, k + nearest]]
         copies = 2 * len(self.mean_shifts_sd)
         llr = np.concatenate((self._slope * np.tile(z, copies) - self._drag, mass))
-        self._cusum = np.maximum(self._cusum + llr, 0.0)
+        self._cusum = np.minimum(np.maximum(self._cusum + llr, 0.0), _CAP * self._threshold)
         self._remember(z, nearest if not outside else -1)
         ratios = self._cusum / self._threshold
         top = int(ratios.argmax())

@@ -21,6 +21,7 @@ __all__ = ["ScoreDrop"]
 _QUIET: Mapping[str, Any] = MappingProxyType({})
 _DAY_S = 86_400.0
 _EPS = 1e-3  # means are kept inside (0, 1) so every log-likelihood ratio is finite
+_CAP = 1.5  # the CUSUM stops at 1.5 thresholds, so a verdict ends soon after scores recover
 
 
 class ScoreDrop(Detector):
@@ -44,7 +45,9 @@ class ScoreDrop(Detector):
     (Lorden): the threshold is ``h = ln(r * false_alarm_days * 86400)`` at the series'
     event rate ``r``, at most one false alert per ``false_alarm_days``. An all-negative
     run against a baseline of 0.75 (on the [0, 1] scale) with ``drop = 0.25`` pages after
-    ``h / ln(2) = 13`` events at 10 events an hour over 30 days.
+    ``h / ln(2) = 13`` events at 10 events an hour over 30 days. The CUSUM stops at 1.5
+    thresholds and the verdict ends under half of one, so it resolves after a run of
+    good scores as long as the bad run it took to fire.
 
     Parameters
     ----------
@@ -149,7 +152,8 @@ class ScoreDrop(Detector):
         p0 = self._baseline()
         p1 = max(p0 - self.drop / (self.high - self.low), _EPS)
         llr = u * math.log(p1 / p0) + (1.0 - u) * math.log((1.0 - p1) / (1.0 - p0))
-        self._cusum = max(self._cusum + llr, 0.0)
+        h = self._threshold(ts)
+        self._cusum = min(max(self._cusum + llr, 0.0), _CAP * h)
         if self._cusum == 0.0:
             self._run_sum, self._run_n = 0.0, 0
         else:
@@ -158,7 +162,6 @@ class ScoreDrop(Detector):
         self._pending.append((ts, u))
         if len(self._pending) > self.max_pending:
             self._learn(*self._pending.popleft())
-        h = self._threshold(ts)
         self._active = self._cusum >= (h / 2.0 if self._active else h)
         recent = self._scale(self._run_sum / self._run_n) if self._run_n else x
         if not self._active:
