@@ -58,20 +58,35 @@ class RankNormal:
         return self.z[lo] + frac * (self.z[hi] - self.z[lo])
 
 
-def kmeans(points: np.ndarray, k: int, seed: int, iterations: int = 25) -> np.ndarray:
-    """Lloyd's k-means with k-means++ seeding: the reference's neighbourhoods."""
+def kmeans(points: np.ndarray, k: int, seed: int, iterations: int = 25, restarts: int = 4) -> np.ndarray:
+    """Lloyd's k-means with k-means++ seeding, best of ``restarts``: the reference's
+    neighbourhoods (a single run may merge two topics and split a third)."""
     rng = np.random.default_rng(seed)
     k = min(k, len(points))
+    best, best_inertia = None, np.inf
+    for _ in range(restarts):
+        centres = _lloyd(points, _plus_plus(points, k, rng), iterations)
+        inertia = float(((points[:, None, :] - centres[None]) ** 2).sum(-1).min(1).sum())
+        if inertia < best_inertia:
+            best, best_inertia = centres, inertia
+    assert best is not None
+    return best
+
+
+def _plus_plus(points: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     centres = [points[int(rng.integers(len(points)))]]
     for _ in range(1, k):
         d2 = np.min(((points[:, None, :] - np.array(centres)[None]) ** 2).sum(-1), axis=1)
         total = float(d2.sum())
         pick = int(rng.integers(len(points))) if total <= 0 else int(rng.choice(len(points), p=d2 / total))
         centres.append(points[pick])
-    c = np.array(centres)
+    return np.array(centres)
+
+
+def _lloyd(points: np.ndarray, c: np.ndarray, iterations: int) -> np.ndarray:
     for _ in range(iterations):
         nearest = ((points[:, None, :] - c[None]) ** 2).sum(-1).argmin(1)
-        moved = np.array([points[nearest == j].mean(0) if np.any(nearest == j) else c[j] for j in range(k)])
+        moved = np.array([points[nearest == j].mean(0) if np.any(nearest == j) else c[j] for j in range(len(c))])
         if np.allclose(moved, c):
             break
         c = moved

@@ -25,6 +25,7 @@ _RATE_STEP = 1.05  # thresholds follow the event rate when it moves by more than
 _OUTSIDE_Q = 0.99  # a vector farther from every centre than 99 % of the reference is "outside"
 _Z_BOUND = 2.0  # reference shares are tested at their 2-sigma bound, never at the point estimate
 _CAP = 1.5  # a CUSUM stops at 1.5 thresholds, so a verdict ends soon after the vectors come back
+_CLUSTER_DIMS = 64  # neighbourhoods are found in a 64-d projection: topics stay apart (JL), centres stay small
 
 
 class EmbeddingDrift(Detector):
@@ -34,9 +35,9 @@ class EmbeddingDrift(Detector):
     Use it on ``embedding`` of ``retrieval`` events (the queries) or of ``llm`` events
     (the responses): a new user population, a product launch or a broken upstream
     encoder moves the vectors long before any single number does. Each vector is
-    reduced by a seeded Gaussian random projection to ``projections`` dimensions
-    (Johnson-Lindenstrauss: distances and cluster structure survive; the matrix is
-    rebuilt from the seed, never stored). The reference is the first
+    reduced by a seeded Gaussian random projection to 64 dimensions (Johnson-Lindenstrauss:
+    distances and cluster structure survive; the matrix is rebuilt from the seed, never
+    stored), of which the first ``projections`` are tested one by one. The reference is the first
     ``reference_size`` vectors of the series or the vectors of a ``reference_window``.
     From it the detector keeps, per projected dimension, 128 quantile knots that map a
     value to a standard normal score (so clusters look Gaussian while they match the
@@ -59,10 +60,12 @@ class EmbeddingDrift(Detector):
     ones at Siegmund's threshold, raised for the reference's own sampling error as
     ``drift`` does (shifts too small to confirm from the reference are skipped).
 
-    The evidence says how far the current window moved (``moved_sd``: the root mean
-    square of its mean normal score over the projected dimensions; about
-    ``1/sqrt(window)`` when nothing moved), which test fired, and which reference
-    neighbourhoods lost and gained mass (``n3 31% -> 4%``). A CUSUM stops at 1.5 times
+    The verdict's value is how far the last ``window_size`` vectors moved (``moved_sd``:
+    the root mean square of their mean normal score over the tested dimensions; about
+    ``1/sqrt(window)`` when nothing moved). The evidence says which test fired and, over
+    that test's current run (the vectors since its CUSUM last left zero, 20 to
+    ``window_size`` of them), how far they moved and which reference neighbourhoods lost
+    and gained mass (``n3 31% -> 4%``). A CUSUM stops at 1.5 times
     its threshold, so the verdict ends once the vectors are back long enough to undo half
     a threshold's evidence. Vectors of another length
     than the first are ignored (counted in ``skipped``).
@@ -70,8 +73,10 @@ class EmbeddingDrift(Detector):
     Parameters
     ----------
     reference_size
-        Vectors learned as the reference (the first of the series, or, with a
-        ``reference_window`` that passed before the series began, the first after it).
+        Vectors learned as the reference: the first of the series, or, with a
+        ``reference_window`` that passed before the series began, the first after it.
+        They are held as 64 floats each until the reference is complete, then
+        summarised in a few tens of KB.
     reference_window
         ``[start, end]`` (RFC 3339 times or epoch seconds): the vectors of this period
         of event time are the reference, earlier ones are not learned, and the first
@@ -171,6 +176,7 @@ class EmbeddingDrift(Detector):
         self._llr_hit = np.zeros(0)
         self._llr_miss = np.zeros(0)
         self._cusum = np.zeros(0)
+        self._run = np.zeros(0, dtype=np.int64)  # events since each CUSUM was last zero
         self._threshold = np.zeros(0)
         self._rate_used = 0.0
         self._first_ts: float | None = None
@@ -189,7 +195,7 @@ class EmbeddingDrift(Detector):
         vector = self._vector(x)
         if vector is None:
             return Score(1.0 if self._active else 0.0, self._active, math.nan, _QUIET)
-        y = vector @ self._projection()
+        y = vector @ self._projection()  # the first `projections` columns are the tested ones
         if self._rank is None:
             self._learn(y, ts)
             return Score(0.0, False, math.nan, _QUIET)
@@ -213,7 +219,7 @@ class EmbeddingDrift(Detector):
     def _projection(self) -> np.ndarray:
         if self._proj is None:
             assert self._dim is not None
-            self._proj = projection(self._dim, self.projections, self.seed)
+            self._proj = projection(self._dim, max(self.projections, _CLUSTER_DIMS), self.seed)
         return self._proj
 
     def _learn(self, y: np.ndarray, ts: float) -> None:
@@ -236,7 +242,7 @@ class EmbeddingDrift(Detector):
         ref = np.array(self._learning)
         self._learning = []
         self._ref_n = len(ref)
-        self._rank = RankNormal.fit(ref)
+        self._rank = RankNormal.fit(ref[:, : self.projections])
         self._centres = kmeans(ref, self.neighbourhoods, self.seed)
         dist = np.sqrt(((ref[:, None, :] - self._centres[None]) ** 2).sum(-1))
         nearest = dist.argmin(1)
@@ -245,6 +251,7 @@ class EmbeddingDrift(Detector):
         self._outside_p = float(np.mean(dist.min(1) > self._radius))
         self._llr_hit, self._llr_miss = self._mass_llrs()
         self._cusum = np.zeros(self._mean_tests() + len(self._llr_hit))
+        self._run = np.zeros(len(self._cusum), dtype=np.int64)
         self._win_z = np.zeros((self.window_size, self.projections))
         self._win_c = np.zeros(self.window_size, dtype=np.int64)
         self._first_ts, self._seen = ts, 0
@@ -287,7 +294,7 @@ class EmbeddingDrift(Detector):
         rate = self._seen / max(ts - self._first_ts, 1.0)
         if not self._rate_used / _RATE_STEP <= rate <= self._rate_used * _RATE_STEP:
             self._thresholds(rate)
-        z = self._rank.scores(y)
+        z = self._rank.scores(y[: self.projections])
         dist = np.sqrt(((self._centres - y) ** 2).sum(1))
         nearest = int(dist.argmin())
         outside = bool(dist[nearest] > self._radius)
@@ -300,6 +307,7 @@ class EmbeddingDrift(Detector):
         copies = 2 * len(self.mean_shifts_sd)
         llr = np.concatenate((self._slope * np.tile(z, copies) - self._drag, mass))
         self._cusum = np.minimum(np.maximum(self._cusum + llr, 0.0), _CAP * self._threshold)
+        self._run = np.where(self._cusum > 0.0, self._run + 1, 0)
         self._remember(z, nearest if not outside else -1)
         ratios = self._cusum / self._threshold
         top = int(ratios.argmax())
@@ -327,11 +335,14 @@ class EmbeddingDrift(Detector):
         return float(np.sqrt(mean @ mean / len(mean)))
 
     # --- evidence ---------------------------------------------------------------------
-    def _window_shares(self) -> tuple[np.ndarray, float]:
-        cells = self._win_c[: self._win_n]
-        inside = cells[cells >= 0]
-        counts = np.bincount(inside, minlength=len(self._centres))
-        return counts / max(self._win_n, 1), float(np.mean(cells < 0)) if self._win_n else 0.0
+    def _recent(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Normal scores and neighbourhoods of the last ``n`` vectors (n <= window)."""
+        rows = (self._win_at - 1 - np.arange(n)) % self.window_size
+        return self._win_z[rows], self._win_c[rows]
+
+    def _shares_of(self, cells: np.ndarray) -> tuple[np.ndarray, float]:
+        counts = np.bincount(cells[cells >= 0], minlength=len(self._centres))
+        return counts / max(len(cells), 1), float(np.mean(cells < 0)) if len(cells) else 0.0
 
     def _statistic(self, top: int) -> str:
         means = self._mean_tests()
@@ -348,7 +359,13 @@ class EmbeddingDrift(Detector):
         return "vectors outside every reference neighbourhood"
 
     def _evidence(self, top: int, moved: float) -> dict[str, Any]:
-        now, outside = self._window_shares()
+        # "now" is the run of the test that fired (the events since its CUSUM last left
+        # zero, at least 20 and at most the window): what moved, not diluted by before
+        n = int(min(max(self._run[top], 20), self._win_n))
+        z, cells = self._recent(n)
+        now, outside = self._shares_of(cells)
+        mean = z.mean(0)
+        moved = float(np.sqrt(mean @ mean / len(mean)))
         delta = now - self._shares
         lost = [int(j) for j in np.argsort(delta) if delta[j] < 0][:3]
         gained = [int(j) for j in np.argsort(-delta) if delta[j] > 0][:3]
@@ -361,7 +378,7 @@ class EmbeddingDrift(Detector):
             "reference_outside_share": round(self._outside_p, 4),
             "cusum": round(float(self._cusum[top]), 3),
             "threshold": round(float(self._threshold[top]), 3),
-            "window_events": self._win_n,
+            "window_events": n,
             "reference_events": self._ref_n,
             "reference_source": source_label(False, self.reference_window, self._from_window, self._ref_n),
             "skipped": self._skipped,
@@ -382,6 +399,7 @@ class EmbeddingDrift(Detector):
             "radius": self._radius if fitted else None,
             "outside_p": self._outside_p,
             "cusum": self._cusum.tolist(),
+            "run": self._run.tolist(),
             "rate_used": self._rate_used,
             "first_ts": self._first_ts,
             "seen": self._seen,
@@ -410,6 +428,7 @@ class EmbeddingDrift(Detector):
         self._outside_p = float(state["outside_p"])
         self._llr_hit, self._llr_miss = self._mass_llrs()
         self._cusum = np.array(state["cusum"], dtype=np.float64)
+        self._run = np.array(state["run"], dtype=np.int64)
         self._thresholds(float(state["rate_used"]))
         self._win_z = np.array(state["win_z"], dtype=np.float64).reshape(self.window_size, self.projections)
         self._win_c = np.array(state["win_c"], dtype=np.int64)
