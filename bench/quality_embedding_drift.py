@@ -270,18 +270,24 @@ FEEDBACK = {"low": -1.0, "high": 1.0, "prior_mean": 0.5, "prior_weight": 20.0, "
 
 
 def rate_rule_bench(name: str, shipped: dict, static: dict, p0: float, p1s: tuple[float, ...], seeds: int, weeks: float) -> dict:
+    """Two cases per rate: a new version (the rules key series by version, so the change
+    starts a fresh series: both detectors see only the new version's events) and a jump
+    within one series (6 hours at ``p0`` first), e.g. a classifier update."""
     out: dict = {}
     warm, after = 6 * 3600.0, 2 * 3600.0
     for p1 in p1s:
-        rows = {"shipped": [], "static": []}
-        for seed in range(seeds):
-            stream = bernoulli_stream(random.Random(seed), 1.0, warm + after, p0, p1, warm)
-            for label, factory in (("shipped", lambda: ErrorRate(**shipped)), ("static", lambda: Threshold(**static))):
-                d = first_active(factory(), stream, warm)
-                rows[label].append(None if d is None else d / 60)
-        out[f"to_{p1:g}"] = {k: {"found": f"{sum(d is not None for d in v)}/{len(v)}",
-                                 "mean_delay_min": round(statistics.mean([d for d in v if d is not None]), 2)
-                                 if any(d is not None for d in v) else None} for k, v in rows.items()}  # fmt: skip
+        for case in ("new_version", "same_series"):
+            rows = {"shipped": [], "static": []}
+            for seed in range(seeds):
+                stream = bernoulli_stream(random.Random(seed), 1.0, warm + after, p0, p1, warm)
+                if case == "new_version":
+                    stream = [(ts, x) for ts, x in stream if ts >= warm]
+                for label, factory in (("shipped", lambda: ErrorRate(**shipped)), ("static", lambda: Threshold(**static))):
+                    d = first_active(factory(), stream, warm)
+                    rows[label].append(None if d is None else d / 60)
+            out[f"to_{p1:g}_{case}"] = {k: {"found": f"{sum(d is not None for d in v)}/{len(v)}",
+                                            "mean_delay_min": round(statistics.mean([d for d in v if d is not None]), 2)
+                                            if any(d is not None for d in v) else None} for k, v in rows.items()}  # fmt: skip
     clean = bernoulli_stream(random.Random(99), 1.0, weeks * WEEK_S, p0, p0, math.inf)
     out["clean_false_alarms_per_week"] = {
         "shipped": round(transitions(ErrorRate(**shipped), clean) / weeks, 2),
@@ -342,22 +348,32 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--weeks", type=float, default=1.0)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--parts", default="embedding,rules,cost", help="comma-separated: embedding, rules, cost")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     started = time.time()
-    results = {
-        "embedding_hashed": embedding_bench(args.seeds, args.weeks, dense=False),
-        "embedding_dense": embedding_bench(args.seeds, args.weeks, dense=True),
-        "safety": rate_rule_bench("safety", SAFETY, {"op": ">", "threshold": 0.02, "agg": "mean", "window_s": 300.0, "min_count": 50},
-                                  0.003, (0.08,), args.seeds, args.weeks),  # fmt: skip
-        "retrieval_empty": rate_rule_bench("retrieval", EMPTY, {"op": ">", "threshold": 0.05, "agg": "mean", "window_s": 300.0, "min_count": 50},
-                                           0.005, (1.0, 0.2), args.seeds, args.weeks),  # fmt: skip
-        "feedback": feedback_bench(args.seeds, args.weeks),
-        "cost": cost(),
-    }
+    results: dict = {}
+    if "embedding" in parts:
+        results["embedding_hashed"] = embedding_bench(args.seeds, args.weeks, dense=False)
+        results["embedding_dense"] = embedding_bench(args.seeds, args.weeks, dense=True)
+    if "rules" in parts:
+        results.update(rule_benches(args.seeds, args.weeks))
+    if "cost" in parts:
+        results["cost"] = cost()
     results["seconds"] = round(time.time() - started, 1)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
+
+
+def rule_benches(seeds: int, weeks: float) -> dict:
+    return {
+        "safety": rate_rule_bench("safety", SAFETY, {"op": ">", "threshold": 0.02, "agg": "mean", "window_s": 300.0, "min_count": 50},
+                                  0.003, (0.08,), seeds, weeks),  # fmt: skip
+        "retrieval_empty": rate_rule_bench("retrieval", EMPTY, {"op": ">", "threshold": 0.05, "agg": "mean", "window_s": 300.0, "min_count": 50},
+                                           0.005, (1.0, 0.2), seeds, weeks),  # fmt: skip
+        "feedback": feedback_bench(seeds, weeks),
+    }
 
 
 if __name__ == "__main__":
