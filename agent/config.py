@@ -38,7 +38,7 @@ class Topics:
     feedback: str = "watchkeeper.feedback"
 
     def all(self) -> tuple[str, ...]:
-        return (self.inference, self.llm, self.gpu, self.dlq, self.alerts, self.audit, self.retrain, self.retrieval, self.feedback)
+        return (self.inference, self.llm, self.gpu, self.retrieval, self.feedback, self.dlq, self.alerts, self.audit, self.retrain)
 
     def sources(self) -> dict[str, str]:
         """Topic -> source name, for the ingestion subscriber."""
