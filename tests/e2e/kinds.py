@@ -127,17 +127,17 @@ def _embedding_drift(owner: str, t0: float, rng: random.Random) -> Phases:
         return [round(c + rng.gauss(0, 0.3), 4) for c in centres[topic]]
 
     topics = [rng.randrange(3) for _ in range(150)] + [3] * 30 + [rng.randrange(3) for _ in range(700)]
-    return _split(_timed([query(t) for t in topics], t0, 0.25, lambda ts, v: _retrieval(owner, ts, v)), 150, 700)
+    return _split(_timed([query(t) for t in topics], t0, 0.1, lambda ts, v: _retrieval(owner, ts, v)), 150, 700)
 
 
 def _score_drop(owner: str, t0: float, rng: random.Random) -> Phases:
-    # a rating a second: 80 % thumbs up, then a bad version's run of thumbs down, then good again
+    # two ratings a second: 80 % thumbs up, then a bad version's run of thumbs down, then good again
     scores = [1 if rng.random() < 0.8 else -1 for _ in range(40)] + [-1] * 25 + [1] * 60
 
     def rating(ts: float, score: int) -> dict[str, Any]:
         return {"type": "feedback", "ts": ts, "service": owner, "request_id": f"r{ts:.0f}", "prompt_version": "9", "score": score}
 
-    return _split(_timed(scores, t0, 1.0, rating), 40, 60)
+    return _split(_timed(scores, t0, 0.5, rating), 40, 60)
 
 
 def _gpu_pressure(owner: str, t0: float, rng: random.Random) -> Phases:
