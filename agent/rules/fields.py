@@ -19,6 +19,7 @@ __all__ = [
     "DERIVED",
     "EVENT_TYPES",
     "MAP_FIELDS",
+    "VECTOR_FIELDS",
     "check_field",
     "field_getter",
     "series_reader",
@@ -45,6 +46,7 @@ MAP_FIELDS: dict[str, tuple[str, ...]] = {
     "retrieval": ("labels",),
     "feedback": ("labels",),
 }
+VECTOR_FIELDS: dict[str, tuple[str, ...]] = {"llm": ("embedding",), "retrieval": ("embedding",)}
 DEFAULT_BY: dict[str, tuple[str, ...]] = {
     "inference": ("service", "model"),
     "llm": ("service", "model"),

@@ -21,7 +21,7 @@ from agent.duration import parse_duration
 from agent.errors import DetectorError, Location, RuleError, RuleFileErrors
 from detectors.registry import DETECTORS
 
-from .fields import DEFAULT_BY, check_field, field_getter, known_fields, series_label, series_reader
+from .fields import DEFAULT_BY, VECTOR_FIELDS, check_field, field_getter, known_fields, series_label, series_reader
 from .pricing import PriceTable
 from .reference import ReferenceFileError, load_reference
 from .rule import Rule, RuleSet
@@ -285,6 +285,13 @@ def _compile_rule(
         field_ok(obs_field, dpath + ("field",))
     if equals is not None and not isinstance(equals, (str, int, float)):
         out.add(dpath + ("equals",), "detector.equals must be a scalar")
+    if detector_class is not None and isinstance(obs_field, str) and check_field(source, obs_field) is None:
+        vectors = VECTOR_FIELDS.get(source, ())
+        if detector_class.observes == "vector" and obs_field not in vectors:
+            names = ", ".join(vectors) or f"none on {source} events"
+            out.add(dpath + ("field",), f'detector "{kind}" observes an embedding: field must be a vector field ({names}), got {obs_field!r}')
+        elif detector_class.observes != "vector" and obs_field in vectors:
+            out.add(dpath + ("field",), f'{obs_field!r} is a vector: only vector detectors (embedding_drift) observe it')
     if detector_class is not None:
         allowed = detector_class.param_names()
         for name, value in det.items():

@@ -145,3 +145,44 @@ def test_out_of_bounds_records_become_dead_letters_naming_the_field(payload, sou
     [dl] = out.dead_letters
     assert reason in dl.reason and dl.offset == 7 and dl.value == value
     assert metrics.registry.get_sample_value("watchkeeper_events_total", {"source": source, "outcome": "dead_letter"}) == 1
+
+
+def _rule(source: str, detector: str) -> str:
+    return f"""
+groups:
+  - name: g
+    rules:
+      - alert: A
+        source: {source}
+        detector: {detector}
+"""
+
+
+@pytest.mark.parametrize(
+    ("source", "detector", "fragment"),
+    [
+        ("retrieval", "{kind: embedding_drift, field: latency_ms}", "observes an embedding"),
+        ("feedback", "{kind: embedding_drift, field: score}", "none on feedback events"),
+        ("llm", "{kind: threshold, field: embedding, op: '>', threshold: 1}", "'embedding' is a vector"),
+    ],
+)
+def test_vector_fields_and_vector_detectors_go_together(source, detector, fragment):
+    from agent.errors import RuleFileErrors
+    from agent.rules.loader import load_rule_file
+
+    with pytest.raises(RuleFileErrors, match=fragment):
+        load_rule_file("r.yaml", _rule(source, detector))
+    assert load_rule_file("ok.yaml", _rule("llm", "{kind: embedding_drift, field: embedding}"))
+
+
+def test_schema_prints_the_new_sources_with_their_bounds():
+    from typer.testing import CliRunner
+
+    from agent.cli import app
+
+    retrieval = json.loads(CliRunner().invoke(app, ["schema", "--source", "retrieval"]).stdout)
+    assert {"index", "index_version", "hits", "top_score", "embedding"} <= set(retrieval["properties"])
+    vector = next(v for v in retrieval["properties"]["embedding"]["anyOf"] if v.get("type") == "array")
+    assert vector["maxItems"] == 1024
+    feedback = json.loads(CliRunner().invoke(app, ["schema", "--source", "feedback"]).stdout)
+    assert feedback["properties"]["score"]["minimum"] == -1 and feedback["properties"]["score"]["maximum"] == 1
