@@ -36,7 +36,8 @@ Rules (each detector exactly as shipped in rules/llm.yaml and rules/rag.yaml), a
 static threshold on a windowed mean; delays in minutes of event time, false alarms per
 week on a clean stream of ``--weeks`` weeks:
 * safety: 1 answer a second, 0.3 % flagged, a prompt change to 8 % flagged
-  (LlmSafetyFlagBurn's error_rate vs flagged share over 5 min > 2 %);
+  (LlmSafetyFlagBurn's error_rate vs flagged share over 5 min > 2 %; within one series
+  also LlmSafetyFlagJump's anomaly-mode error_rate);
 * retrieval: 1 lookup a second, 0.5 % empty, an index version returning nothing for 100 %
   or 20 % of queries (RetrievalEmptyHits' error_rate vs empty share over 5 min > 5 %);
 * feedback: 10 ratings an hour, 75 % thumbs up, falling to 30 % or 50 % up
@@ -263,13 +264,17 @@ def bernoulli_stream(rng: random.Random, rate_hz: float, seconds: float, p_befor
     return out
 
 
+SAFETY_JUMP = {"slo_target": None, "anomaly_windows_s": (300.0, 1800.0), "min_factor": 3.0, "min_errors": 10,
+               "baseline_half_life_s": 21600.0, "min_baseline_count": 500}  # fmt: skip
 SAFETY = {"slo_target": 0.99, "windows": ((3600.0, 300.0, 4.0), (21600.0, 1800.0, 2.0)), "min_errors": 10}
 EMPTY = {"slo_target": 0.98, "windows": ((1800.0, 120.0, 10.0), (21600.0, 1800.0, 4.0)), "min_errors": 10}
 FEEDBACK = {"low": -1.0, "high": 1.0, "prior_mean": 0.5, "prior_weight": 20.0, "drop": 0.5, "holdout_s": 21600.0,
             "false_alarm_days": 30.0}  # fmt: skip
 
 
-def rate_rule_bench(name: str, shipped: dict, static: dict, p0: float, p1s: tuple[float, ...], seeds: int, weeks: float) -> dict:
+def rate_rule_bench(
+    name: str, shipped: dict, static: dict, p0: float, p1s: tuple[float, ...], seeds: int, weeks: float, jump: dict | None = None
+) -> dict:
     """Two cases per rate: a new version (the rules key series by version, so the change
     starts a fresh series: both detectors see only the new version's events) and a jump
     within one series (6 hours at ``p0`` first), e.g. a classifier update."""
@@ -278,11 +283,15 @@ def rate_rule_bench(name: str, shipped: dict, static: dict, p0: float, p1s: tupl
     for p1 in p1s:
         for case in ("new_version", "same_series"):
             rows = {"shipped": [], "static": []}
+            factories = [("shipped", lambda: ErrorRate(**shipped)), ("static", lambda: Threshold(**static))]
+            if jump is not None and case == "same_series":
+                rows["shipped_jump"] = []
+                factories.append(("shipped_jump", lambda: ErrorRate(**jump)))
             for seed in range(seeds):
                 stream = bernoulli_stream(random.Random(seed), 1.0, warm + after, p0, p1, warm)
                 if case == "new_version":
                     stream = [(ts, x) for ts, x in stream if ts >= warm]
-                for label, factory in (("shipped", lambda: ErrorRate(**shipped)), ("static", lambda: Threshold(**static))):
+                for label, factory in factories:
                     d = first_active(factory(), stream, warm)
                     rows[label].append(None if d is None else d / 60)
             out[f"to_{p1:g}_{case}"] = {k: {"found": f"{sum(d is not None for d in v)}/{len(v)}",
@@ -293,6 +302,8 @@ def rate_rule_bench(name: str, shipped: dict, static: dict, p0: float, p1s: tupl
         "shipped": round(transitions(ErrorRate(**shipped), clean) / weeks, 2),
         "static": round(transitions(Threshold(**static), clean) / weeks, 2),
     }
+    if jump is not None:
+        out["clean_false_alarms_per_week"]["shipped_jump"] = round(transitions(ErrorRate(**jump), clean) / weeks, 2)
     print(f"{name}: {out}")
     return out
 
@@ -369,7 +380,7 @@ def main() -> int:
 def rule_benches(seeds: int, weeks: float) -> dict:
     return {
         "safety": rate_rule_bench("safety", SAFETY, {"op": ">", "threshold": 0.02, "agg": "mean", "window_s": 300.0, "min_count": 50},
-                                  0.003, (0.08,), seeds, weeks),  # fmt: skip
+                                  0.003, (0.08,), seeds, weeks, jump=SAFETY_JUMP),  # fmt: skip
         "retrieval_empty": rate_rule_bench("retrieval", EMPTY, {"op": ">", "threshold": 0.05, "agg": "mean", "window_s": 300.0, "min_count": 50},
                                            0.005, (1.0, 0.2), seeds, weeks),  # fmt: skip
         "feedback": feedback_bench(seeds, weeks),
