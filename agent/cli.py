@@ -197,19 +197,18 @@ def _policy_backtest(
 
 @app.command()
 def schema(
-    source: Annotated[Optional[str], typer.Option(help="Only this source: inference, llm or gpu.")] = None,
+    source: Annotated[Optional[str], typer.Option(help="Only this source: inference, llm, gpu, retrieval or feedback.")] = None,
 ) -> None:
     """Print the wire contract (events on Kafka) as JSON Schema."""
-    from agent.model import EVENT_ADAPTER, GpuEvent, InferenceEvent, LlmEvent
-
-    models = {"inference": InferenceEvent, "llm": LlmEvent, "gpu": GpuEvent}
+    from agent.model import EVENT_ADAPTER
+    from agent.rules.fields import EVENT_TYPES as models
     if source is None:
         doc = EVENT_ADAPTER.json_schema()
         doc["title"] = "Watchkeeper event"
     elif source in models:
         doc = models[source].model_json_schema()
     else:
-        raise _fail(f"unknown source {source!r} (inference, llm or gpu)")
+        raise _fail(f"unknown source {source!r} ({', '.join(models)})")
     doc["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     typer.echo(json.dumps(doc, indent=2, sort_keys=True))
 
@@ -230,6 +229,8 @@ def run(
     topic_alerts: Annotated[str, typer.Option(envvar=_ENV + "TOPIC_ALERTS", help="Durable outbox of alert transitions.")] = "watchkeeper.alerts",
     topic_audit: Annotated[str, typer.Option(envvar=_ENV + "TOPIC_AUDIT", help="Audit records of remediation decisions (the actions ledger).")] = "watchkeeper.audit",
     topic_retrain: Annotated[str, typer.Option(envvar=_ENV + "TOPIC_RETRAIN", help="Retrain requests of the retrain action.")] = "watchkeeper.retrain",
+    topic_retrieval: Annotated[str, typer.Option(envvar=_ENV + "TOPIC_RETRIEVAL", help="Retrieval (vector index lookup) events.")] = "watchkeeper.retrieval",
+    topic_feedback: Annotated[str, typer.Option(envvar=_ENV + "TOPIC_FEEDBACK", help="User feedback events.")] = "watchkeeper.feedback",
     actions_mode: Annotated[str, typer.Option(envvar=_ENV + "ACTIONS_MODE", help="Ceiling for every rule's action mode: dry-run, approve or enforce.")] = "dry-run",
     actions_max_per_hour: Annotated[int, typer.Option(envvar=_ENV + "ACTIONS_MAX_PER_HOUR", help="Fleet-wide budget: actions executed per rolling hour.")] = 20,
     actions_namespaces: Annotated[str, typer.Option(envvar=_ENV + "ACTIONS_NAMESPACES", help="Namespaces actions may change, comma-separated (empty: any the RBAC allows).")] = "",
@@ -292,7 +293,7 @@ def run(
                 heartbeat_interval_ms=heartbeat_interval_ms,
             ),
             rules=tuple(r.strip() for r in rules.split(",") if r.strip()),
-            topics=Topics(topic_inference, topic_llm, topic_gpu, topic_dlq, topic_alerts, topic_audit, topic_retrain),
+            topics=Topics(topic_inference, topic_llm, topic_gpu, topic_dlq, topic_alerts, topic_audit, topic_retrain, topic_retrieval, topic_feedback),
             alertmanager_urls=parse_urls(alertmanager_url, _ENV + "ALERTMANAGER_URL"),
             alertmanager_headers=headers,
             http_addr=http_addr,

@@ -34,13 +34,15 @@ class Topics:
     alerts: str = "watchkeeper.alerts"
     audit: str = "watchkeeper.audit"
     retrain: str = "watchkeeper.retrain"
+    retrieval: str = "watchkeeper.retrieval"
+    feedback: str = "watchkeeper.feedback"
 
     def all(self) -> tuple[str, ...]:
-        return (self.inference, self.llm, self.gpu, self.dlq, self.alerts, self.audit, self.retrain)
+        return (self.inference, self.llm, self.gpu, self.retrieval, self.feedback, self.dlq, self.alerts, self.audit, self.retrain)
 
     def sources(self) -> dict[str, str]:
         """Topic -> source name, for the ingestion subscriber."""
-        return {self.inference: "inference", self.llm: "llm", self.gpu: "gpu"}
+        return {self.inference: "inference", self.llm: "llm", self.gpu: "gpu", self.retrieval: "retrieval", self.feedback: "feedback"}
 
     def __post_init__(self) -> None:
         names = list(self.all())

@@ -34,17 +34,20 @@ __all__ = [
     "AlertState",
     "EVENT_ADAPTER",
     "Event",
+    "FeedbackEvent",
     "Finding",
     "GpuEvent",
     "InferenceEvent",
     "LlmEvent",
     "MAX_NUMBER",
+    "RetrievalEvent",
     "SOURCES",
+    "Safety",
     "Score",
     "fingerprint",
 ]
 
-SOURCES: tuple[str, ...] = ("inference", "llm", "gpu")
+SOURCES: tuple[str, ...] = ("inference", "llm", "gpu", "retrieval", "feedback")
 
 #: the largest magnitude any number on the wire may have: 2**53, the largest integer a
 #: float (and a JSON reader in any language) holds exactly
@@ -55,6 +58,12 @@ _AMOUNT = Annotated[float, Field(ge=0, le=MAX_NUMBER)]
 
 _NAME = Annotated[str, Field(min_length=1, max_length=256)]
 _LABELS = Annotated[dict[str, Annotated[str, Field(max_length=1024)]], Field(max_length=64)]
+_MAX_INT = MAX_NUMBER  # integers beyond this lose precision as JSON numbers in most consumers
+_MAX_DIM = 1024  # embedding length: enough for common sentence encoders, bounded per event
+_EMBEDDING = Annotated[
+    tuple[Annotated[float, Field(ge=-1e6, le=1e6)], ...],
+    Field(min_length=1, max_length=_MAX_DIM, description=f"A finite float vector of at most {_MAX_DIM} values."),
+]
 
 
 def _parse_ts(value: Any) -> float:
@@ -119,6 +128,15 @@ class InferenceEvent(_WireEvent):
         return self.service
 
 
+class Safety(BaseModel):
+    """A safety classifier's verdict on one response."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", strict=False)
+
+    flagged: bool
+    categories: Annotated[tuple[Annotated[str, Field(min_length=1, max_length=64)], ...], Field(max_length=16)] = ()
+
+
 class LlmEvent(_WireEvent):
     """One LLM request (Kafka key: ``service``)."""
 
@@ -132,6 +150,11 @@ class LlmEvent(_WireEvent):
     latency_ms: _AMOUNT
     status: Literal["ok", "error"]
     cost_usd: _AMOUNT | None = None
+    request_id: _NAME | None = Field(default=None, description="Joins retrieval, llm and feedback events of one request.")
+    safety: Safety | None = Field(default=None, description="The safety classifier's verdict on the response.")
+    refusal: bool | None = Field(default=None, description="The model declined to answer.")
+    eval_score: float | None = Field(default=None, ge=0, le=1, description="An evaluation score (e.g. groundedness), 1 best.")
+    embedding: _EMBEDDING | None = Field(default=None, description="The response's embedding.")
 
     _version = field_validator("prompt_version", mode="before")(_str_or_int)
 
@@ -143,6 +166,16 @@ class LlmEvent(_WireEvent):
     def total_tokens(self) -> int:
         """Derived: prompt plus completion tokens."""
         return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def flagged(self) -> float | None:
+        """Derived: 1.0 when the safety classifier flagged the response, 0.0 when not, None unchecked."""
+        return None if self.safety is None else float(self.safety.flagged)
+
+    @property
+    def refused(self) -> float | None:
+        """Derived: ``refusal`` as 1.0/0.0 for rate detectors, None when not reported."""
+        return None if self.refusal is None else float(self.refusal)
 
 
 class GpuEvent(_WireEvent):
@@ -171,8 +204,52 @@ class GpuEvent(_WireEvent):
         return self.mem_used_bytes / self.mem_total_bytes
 
 
-Event = Annotated[Union[InferenceEvent, LlmEvent, GpuEvent], Field(discriminator="type")]
-EVENT_ADAPTER: TypeAdapter[InferenceEvent | LlmEvent | GpuEvent] = TypeAdapter(Event)
+class RetrievalEvent(_WireEvent):
+    """One vector-index lookup of a RAG service (Kafka key: ``service``)."""
+
+    type: Literal["retrieval"]
+    service: _NAME
+    index: _NAME = Field(description="The index (collection) name.")
+    index_version: _NAME
+    latency_ms: _AMOUNT
+    k: int = Field(ge=1, le=_MAX_INT, description="Hits asked for.")
+    hits: int = Field(ge=0, le=_MAX_INT, description="Hits returned (0: nothing found).")
+    top_score: float | None = Field(default=None, ge=-1e6, le=1e6, description="Best hit's similarity; null without hits.")
+    mean_score: float | None = Field(default=None, ge=-1e6, le=1e6, description="Mean similarity of the hits.")
+    status: Literal["ok", "error"]
+    request_id: _NAME | None = None
+    embedding: _EMBEDDING | None = Field(default=None, description="The query's embedding.")
+
+    _version = field_validator("index_version", mode="before")(_str_or_int)
+
+    @property
+    def owner(self) -> str:
+        return self.service
+
+    @property
+    def empty(self) -> float:
+        """Derived: 1.0 when the lookup returned no hits, for rate detectors."""
+        return 1.0 if self.hits == 0 else 0.0
+
+
+class FeedbackEvent(_WireEvent):
+    """A user's rating of one answer (Kafka key: ``service``)."""
+
+    type: Literal["feedback"]
+    service: _NAME
+    request_id: _NAME
+    prompt_version: _NAME
+    score: float = Field(ge=-1, le=1, description="-1 (thumbs down) to 1 (thumbs up).")
+
+    _version = field_validator("prompt_version", mode="before")(_str_or_int)
+
+    @property
+    def owner(self) -> str:
+        return self.service
+
+
+Event = Annotated[Union[InferenceEvent, LlmEvent, GpuEvent, RetrievalEvent, FeedbackEvent], Field(discriminator="type")]
+EVENT_ADAPTER: TypeAdapter[InferenceEvent | LlmEvent | GpuEvent | RetrievalEvent | FeedbackEvent] = TypeAdapter(Event)
 
 
 class Score(NamedTuple):

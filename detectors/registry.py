@@ -8,10 +8,12 @@ from __future__ import annotations
 from .base import Detector
 from .category_drift import CategoryDrift
 from .drift import Drift
+from .embedding_drift import EmbeddingDrift
 from .error_rate import ErrorRate
 from .gpu_pressure import GpuPressure
 from .latency_anomaly import LatencyAnomaly
 from .sequential import Sequential
+from .score_drop import ScoreDrop
 from .threshold import Threshold
 from .token_spend import TokenSpend
 
@@ -26,4 +28,6 @@ DETECTORS: dict[str, type[Detector]] = {
     "drift": Drift,
     "category_drift": CategoryDrift,
     "sequential": Sequential,
+    "embedding_drift": EmbeddingDrift,
+    "score_drop": ScoreDrop,
 }

@@ -12,13 +12,14 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
-from agent.model import GpuEvent, InferenceEvent, LlmEvent
+from agent.model import FeedbackEvent, GpuEvent, InferenceEvent, LlmEvent, RetrievalEvent
 
 __all__ = [
     "DEFAULT_BY",
     "DERIVED",
     "EVENT_TYPES",
     "MAP_FIELDS",
+    "VECTOR_FIELDS",
     "check_field",
     "field_getter",
     "series_reader",
@@ -26,17 +27,32 @@ __all__ = [
     "series_label",
 ]
 
-EVENT_TYPES: dict[str, type] = {"inference": InferenceEvent, "llm": LlmEvent, "gpu": GpuEvent}
-DERIVED: dict[str, tuple[str, ...]] = {"llm": ("total_tokens", "spend_usd"), "gpu": ("mem_used_ratio",)}
+EVENT_TYPES: dict[str, type] = {
+    "inference": InferenceEvent,
+    "llm": LlmEvent,
+    "gpu": GpuEvent,
+    "retrieval": RetrievalEvent,
+    "feedback": FeedbackEvent,
+}
+DERIVED: dict[str, tuple[str, ...]] = {
+    "llm": ("total_tokens", "spend_usd", "flagged", "refused"),
+    "gpu": ("mem_used_ratio",),
+    "retrieval": ("empty",),
+}
 MAP_FIELDS: dict[str, tuple[str, ...]] = {
     "inference": ("labels", "features"),
     "llm": ("labels",),
     "gpu": ("labels",),
+    "retrieval": ("labels",),
+    "feedback": ("labels",),
 }
+VECTOR_FIELDS: dict[str, tuple[str, ...]] = {"llm": ("embedding",), "retrieval": ("embedding",)}
 DEFAULT_BY: dict[str, tuple[str, ...]] = {
     "inference": ("service", "model"),
     "llm": ("service", "model"),
     "gpu": ("node", "gpu"),
+    "retrieval": ("service", "index", "index_version"),
+    "feedback": ("service", "prompt_version"),
 }
 
 

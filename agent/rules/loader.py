@@ -21,7 +21,7 @@ from agent.duration import parse_duration
 from agent.errors import DetectorError, Location, RuleError, RuleFileErrors
 from detectors.registry import DETECTORS
 
-from .fields import DEFAULT_BY, check_field, field_getter, known_fields, series_label, series_reader
+from .fields import DEFAULT_BY, VECTOR_FIELDS, check_field, field_getter, known_fields, series_label, series_reader
 from .pricing import PriceTable
 from .reference import ReferenceFileError, load_reference
 from .rule import Rule, RuleSet
@@ -43,7 +43,7 @@ class _RuleSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=False)
 
     alert: str = Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_:]*$")
-    source: Literal["inference", "llm", "gpu"]
+    source: Literal["inference", "llm", "gpu", "retrieval", "feedback"]
     match: str = "{}"
     by: list[str] | None = None
     detector: dict[str, Any]
@@ -140,7 +140,7 @@ def _schema_errors(exc: ValidationError, out: _Collector, prefix: tuple[Any, ...
         elif kind == "missing":
             out.add(loc[:-1], f"missing required key {loc[-1]!r}")
         elif kind == "literal_error" and loc[-1] == "source":
-            out.add(loc, f"source must be one of inference, llm, gpu, got {err['input']!r}")
+            out.add(loc, f"source must be one of inference, llm, gpu, retrieval, feedback, got {err['input']!r}")
         elif kind == "model_type" and loc[-2:-1] == ("groups",):
             out.add(loc, "a group must be a mapping with 'name' and 'rules'")
         else:
@@ -285,6 +285,13 @@ def _compile_rule(
         field_ok(obs_field, dpath + ("field",))
     if equals is not None and not isinstance(equals, (str, int, float)):
         out.add(dpath + ("equals",), "detector.equals must be a scalar")
+    if detector_class is not None and isinstance(obs_field, str) and check_field(source, obs_field) is None:
+        vectors = VECTOR_FIELDS.get(source, ())
+        if detector_class.observes == "vector" and obs_field not in vectors:
+            names = ", ".join(vectors) or f"none on {source} events"
+            out.add(dpath + ("field",), f'detector "{kind}" observes an embedding: field must be a vector field ({names}), got {obs_field!r}')
+        elif detector_class.observes != "vector" and obs_field in vectors:
+            out.add(dpath + ("field",), f'{obs_field!r} is a vector: only vector detectors (embedding_drift) observe it')
     if detector_class is not None:
         allowed = detector_class.param_names()
         for name, value in det.items():
@@ -354,6 +361,7 @@ def _compile_rule(
         _field_getter=field_getter(obs_field, prices),
         _by_fast=series_reader(source, by),
         _categorical=detector_class.observes == "category",
+        _vector=detector_class.observes == "vector",
     )
 
 

@@ -205,7 +205,7 @@ class AgentApp:
         # keep the subscriber itself (the decorator returns a call wrapper without a consumer):
         # the lag exporter and the fleet's rebalance listener need its aiokafka consumer
         events = broker.subscriber(
-            topics.inference, topics.llm, topics.gpu, group_id=cfg.kafka.group_id, listener=self.fleet, **consumer_opts
+            *topics.sources(), group_id=cfg.kafka.group_id, listener=self.fleet, **consumer_opts
         )
 
         @events

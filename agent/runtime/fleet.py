@@ -376,7 +376,7 @@ class FleetMember(ConsumerRebalanceListener):  # type: ignore[misc]
     @staticmethod
     def warn_split_series(rules: Any) -> list[str]:
         """Rules whose series key lacks the owner: in a fleet each member keeps a share of them."""
-        owner = {"inference": "service", "llm": "service", "gpu": "node"}
+        owner = {"inference": "service", "llm": "service", "gpu": "node", "retrieval": "service", "feedback": "service"}
         split = [r.id for r in rules.rules if owner.get(r.source) not in r.by]
         if split:
             _log.warning(

@@ -38,7 +38,7 @@ from pydantic import ValidationError
 
 from agent.errors import EventError
 from agent.logs import get_logger
-from agent.model import EVENT_ADAPTER, Alert
+from agent.model import EVENT_ADAPTER, SOURCES, Alert
 
 from .arrival import ArrivalMarks
 from .pipeline import Pipeline
@@ -118,7 +118,7 @@ def _explain(exc: ValidationError, value: bytes) -> str:
         return f"invalid JSON: {errors[0]['msg']}"
     parts = []
     for err in errors[:5]:
-        loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in ("inference", "llm", "gpu")))
+        loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in SOURCES))
         parts.append(f"{loc or 'event'}: {err['msg']}")
     more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
     return "invalid event: " + "; ".join(parts) + more

@@ -164,7 +164,7 @@ def test_schema_covers_every_source() -> None:
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["discriminator"]["propertyName"] == "type"
-    assert set(doc["discriminator"]["mapping"]) == {"inference", "llm", "gpu"}
+    assert set(doc["discriminator"]["mapping"]) == {"inference", "llm", "gpu", "retrieval", "feedback"}
     refs = {ref["$ref"] for ref in doc["oneOf"]}
     assert refs == set(doc["discriminator"]["mapping"].values())
     for ref in refs:
