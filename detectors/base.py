@@ -26,7 +26,7 @@ class Detector:
     """
 
     kind: ClassVar[str] = ""
-    #: what ``update`` receives: "number" (a float) or "category" (a string)
+    #: what ``update`` receives: "number" (a float), "category" (a string) or "vector" (a tuple of floats)
     observes: ClassVar[str] = "number"
 
     def update(self, x: float, ts: float) -> Score:

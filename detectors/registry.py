@@ -8,9 +8,11 @@ from __future__ import annotations
 from .base import Detector
 from .category_drift import CategoryDrift
 from .drift import Drift
+from .embedding_drift import EmbeddingDrift
 from .error_rate import ErrorRate
 from .gpu_pressure import GpuPressure
 from .latency_anomaly import LatencyAnomaly
+from .score_drop import ScoreDrop
 from .threshold import Threshold
 from .token_spend import TokenSpend
 
@@ -24,4 +26,6 @@ DETECTORS: dict[str, type[Detector]] = {
     "latency_anomaly": LatencyAnomaly,
     "drift": Drift,
     "category_drift": CategoryDrift,
+    "embedding_drift": EmbeddingDrift,
+    "score_drop": ScoreDrop,
 }

@@ -354,6 +354,7 @@ def _compile_rule(
         _field_getter=field_getter(obs_field, prices),
         _by_fast=series_reader(source, by),
         _categorical=detector_class.observes == "category",
+        _vector=detector_class.observes == "vector",
     )
 
 

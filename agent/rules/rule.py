@@ -46,6 +46,7 @@ class Rule:
     _field_getter: Callable[[Any], Any] | None = field(repr=False, default=None)
     _by_fast: Callable[[Any], tuple[str, ...]] | None = field(repr=False, default=None)
     _categorical: bool = field(repr=False, default=False)
+    _vector: bool = field(repr=False, default=False)
 
     def matches(self, event: Any) -> bool:
         for matcher in self._matchers:
@@ -62,13 +63,15 @@ class Rule:
     def series_labels(self, key: tuple[str, ...]) -> dict[str, str]:
         return dict(zip(self._by_labels, key, strict=True))
 
-    def observe(self, event: Any) -> float | str | None:
+    def observe(self, event: Any) -> float | str | tuple[float, ...] | None:
         """What the detector sees (a number, or a category for categorical detectors);
         None when the event does not carry it."""
         assert self._field_getter is not None
         raw = self._field_getter(event)
         if self._categorical:
             return None if raw is None else str(raw)
+        if self._vector:  # an embedding: the wire contract already bounded and checked it
+            return raw if isinstance(raw, tuple) and raw else None
         if self.equals is not None:
             return None if raw is None else float(str(raw) == self.equals)
         if isinstance(raw, (int, float)) and not isinstance(raw, bool):

@@ -115,7 +115,7 @@ def _observer(rule: Rule) -> Callable[[Any], Any]:
     its reader is a bare ``attrgetter`` (no Python frame); an ``equals`` on a required
     string field (``status``) is one comparison; the rest take ``rule.observe``'s checks.
     """
-    if rule._categorical:  # noqa: SLF001 - the engine owns the hot path
+    if rule._categorical or rule._vector:  # noqa: SLF001 - the engine owns the hot path
         return rule.observe
     get = rule._field_getter  # noqa: SLF001
     assert get is not None

@@ -113,6 +113,33 @@ def _category_drift(owner: str, t0: float, rng: random.Random) -> Phases:
     return _split(_timed(countries, t0, 1.0, lambda ts, v: _inference(owner, ts, features={"country": v})), 200, 120)
 
 
+def _retrieval(service: str, ts: float, embedding: list[float]) -> dict[str, Any]:
+    return {"type": "retrieval", "ts": ts, "service": service, "index": "docs", "index_version": "4",
+            "latency_ms": 9.0, "k": 5, "hits": 5, "top_score": 0.8, "mean_score": 0.6, "status": "ok",
+            "embedding": embedding}  # fmt: skip
+
+
+def _embedding_drift(owner: str, t0: float, rng: random.Random) -> Phases:
+    # four query topics as 16-d clusters: three in the reference, the fourth a new population
+    centres = [[rng.gauss(0, 1) for _ in range(16)] for _ in range(4)]
+
+    def query(topic: int) -> list[float]:
+        return [round(c + rng.gauss(0, 0.3), 4) for c in centres[topic]]
+
+    topics = [rng.randrange(3) for _ in range(150)] + [3] * 30 + [rng.randrange(3) for _ in range(700)]
+    return _split(_timed([query(t) for t in topics], t0, 0.25, lambda ts, v: _retrieval(owner, ts, v)), 150, 700)
+
+
+def _score_drop(owner: str, t0: float, rng: random.Random) -> Phases:
+    # a rating a second: 80 % thumbs up, then a bad version's run of thumbs down, then good again
+    scores = [1 if rng.random() < 0.8 else -1 for _ in range(40)] + [-1] * 25 + [1] * 60
+
+    def rating(ts: float, score: int) -> dict[str, Any]:
+        return {"type": "feedback", "ts": ts, "service": owner, "request_id": f"r{ts:.0f}", "prompt_version": "9", "score": score}
+
+    return _split(_timed(scores, t0, 1.0, rating), 40, 60)
+
+
 def _gpu_pressure(owner: str, t0: float, rng: random.Random) -> Phases:
     util = [rng.uniform(40, 70) for _ in range(30)] + [rng.uniform(95, 100) for _ in range(20)] + [rng.uniform(30, 50) for _ in range(10)]
     return _split(_timed(util, t0, 1.0, lambda ts, v: _gpu(owner, ts, round(v, 1))), 30, 10)
@@ -166,6 +193,23 @@ CASES: tuple[Case, ...] = (
          "mix": "now {{ $evidence.current_top }}; reference {{ $evidence.reference_top }}"},
         (r"summary=the country mix of {owner} moved [1-9]\d(\.\d+)?%", r"mix=now FR \d+%.*; reference DE [5-7]\d%"),
         _category_drift,
+    ),
+    Case(
+        "embedding_drift", "retrieval",
+        "kind: embedding_drift\nfield: embedding\nreference_size: 100\nprojections: 4\nneighbourhoods: 3\nwindow_size: 20",
+        {"summary": "queries of {{ $labels.service }} moved {{ $evidence.moved_sd | printf \"%.1f\" }} sd: {{ $evidence.statistic }}",
+         "mass": "outside {{ $evidence.outside_share | humanizePercentage }}; lost {{ $evidence.lost_mass }}"},
+        (r"summary=queries of {owner} moved \d+\.\d sd: (vectors outside every reference neighbourhood|projection \d mean (up|down) [\d.]+ sd)",
+         r"mass=outside [1-9]\d(\.\d+)?%; lost n\d \d+% -> \d+%"),
+        _embedding_drift,
+    ),
+    Case(
+        "score_drop", "feedback",
+        "kind: score_drop\nfield: score\nprior_mean: 0.5\nfalse_alarm_days: 1",
+        {"summary": "users rate {{ $labels.service }} {{ $evidence.recent_mean | printf \"%.2f\" }} against {{ $evidence.baseline_mean | printf \"%.2f\" }}",
+         "run": "{{ $evidence.run_events }} ratings, test {{ $evidence.cusum | printf \"%.1f\" }} > {{ $evidence.threshold | printf \"%.1f\" }}"},
+        (r"summary=users rate {owner} -[01]\.\d\d against 0\.\d\d", r"run=\d+ ratings, test \d+\.\d > \d+\.\d"),
+        _score_drop,
     ),
     Case(
         "gpu_pressure", "gpu",

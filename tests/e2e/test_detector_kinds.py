@@ -114,7 +114,7 @@ async def stack(
     config = agent_config(broker.bootstrap, lambda prefix: f"{prefix}.e2e-kinds.{run}", rules)
     metrics = SelfMetrics()
     transitions = Transitions()
-    topics = {"inference": config.topics.inference, "llm": config.topics.llm, "gpu": config.topics.gpu}
+    topics = {source: topic for topic, source in config.topics.sources().items()}
     async with (
         AlertmanagerClient([alertmanager.url], metrics=metrics) as client,
         running_agent(config, client, metrics=metrics, on_transition=transitions) as app,

@@ -49,7 +49,7 @@ BAD_FILES: dict[str, list[tuple[int | None, str]]] = {
     "missing_alert.bad.yaml": [(5, "missing required key 'alert'")],
     "missing_source.bad.yaml": [(5, "missing required key 'source'")],
     "missing_detector.bad.yaml": [(5, "missing required key 'detector'")],
-    "bad_source.bad.yaml": [(6, "source must be one of inference, llm, gpu, got 'inferense'")],
+    "bad_source.bad.yaml": [(6, "source must be one of inference, llm, gpu, retrieval, feedback, got 'inferense'")],
     "bad_duration.bad.yaml": [(8, "for: '5 minutes' is not a duration (write e.g. 30s, 5m, 1h30m)")],
     "negative_duration.bad.yaml": [(8, "keep_firing_for: -30 must be a finite, non-negative duration")],
     "bad_alert_name.bad.yaml": [(5, "alert: String should match pattern")],

@@ -86,7 +86,7 @@ def test_update_returns_score_and_does_not_touch_input(kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_observes_a_known_kind(kind):
-    assert DETECTORS[kind].observes in ("number", "category")
+    assert DETECTORS[kind].observes in ("number", "category", "vector")
 
 
 @pytest.mark.parametrize("kind", KINDS)
