@@ -306,18 +306,22 @@ class QueryDrift(FaultBase):
 
 
 class ModelChange(FaultBase):
-    """The LLM behind a service changes to ``to_model`` and users like its answers less: feedback is +1
-    with probability ``thumbs_up_ratio`` (feedback events name the model in ``labels.model``)."""
+    """The LLM behind a service changes to ``to_model``, shipped as prompt version ``to_version`` (the
+    prompt's configuration names the model), and users like its answers less: feedback is +1 with
+    probability ``thumbs_up_ratio``. Feedback events carry the version, and the model in ``labels.model``."""
 
     kind: Literal["model_change"] = "model_change"
     to_model: str
+    to_version: str
     thumbs_up_ratio: float = Field(0.4, ge=0, le=1)
     signal: ClassVar[tuple[str, str, str]] = ("feedback", "score", "mean")
 
     def transform(self, event: Event, offset_s: float, rng: random.Random) -> list[Event]:
         if event.get("type") == "llm":
             event["model"] = self.to_model
+            event["prompt_version"] = self.to_version
         elif event.get("type") == "feedback":
+            event["prompt_version"] = self.to_version
             event["labels"] = {**(event.get("labels") or {}), "model": self.to_model}
             event["score"] = 1.0 if rng.random() < self.thumbs_up_ratio else -1.0
         return [event]

@@ -198,6 +198,9 @@ class AlertSpec(_Strict):
     fault: str | None = Field(None, description="fault id the times are measured from (default: the first fault)")
     fires_within_s: float | None = Field(None, gt=0)
     resolves_within_s: float | None = Field(None, gt=0)
+    evidence: list[str] = Field(
+        default_factory=list, description="texts the firing alert's annotations must contain (the evidence a ticket carries)"
+    )
 
 
 class AlertExpectation(_Strict):

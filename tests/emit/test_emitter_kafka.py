@@ -221,7 +221,8 @@ async def test_rag_events_reach_their_topics_keyed_by_service(broker, unique_top
         llm = LlmTracker(emitter, service="support-bot")
         for i in range(20):
             rid = f"req-{i}"
-            rag.search(lambda q, k: [("doc", 0.9), ("doc2", 0.4)][: i % 3], [0.6, 0.8] * 192, k=4,
+            found = [("doc", 0.9), ("doc2", 0.4)][: i % 3]
+            rag.search(lambda q, k, found=found: found, [0.6, 0.8] * 192, k=4,
                        index="docs", index_version=2, request_id=rid)
             llm.record({"model": "m", "usage": {"prompt_tokens": 10, "completion_tokens": 5}}, tenant="acme",
                        prompt_version=7, latency_ms=20.0, request_id=rid, flagged=i == 3, refusal=i % 3 == 0,

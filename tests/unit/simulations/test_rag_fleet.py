@@ -69,8 +69,9 @@ def test_query_drift_moves_embeddings_to_new_topics():
 
 
 def test_model_change_renames_the_model_and_lowers_feedback():
-    fault = ModelChange(where={"service": "bot"}, start_s=0, duration_s=300, to_model="m2", thumbs_up_ratio=0.2)
+    fault = ModelChange(where={"service": "bot"}, start_s=0, duration_s=300, to_model="m2", to_version="8", thumbs_up_ratio=0.2)
     events = [e for _, e in _events([fault])]
     feedback = [e for e in events if e["type"] == "feedback"]
     assert {e["model"] for e in events if e["type"] == "llm"} == {"m2"} and {e["labels"]["model"] for e in feedback} == {"m2"}
+    assert {e["prompt_version"] for e in events if e["type"] in ("llm", "feedback")} == {"8"}
     assert sum(e["score"] > 0 for e in feedback) / len(feedback) < 0.3
