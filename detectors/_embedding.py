@@ -12,7 +12,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-__all__ = ["QUANTILES", "RankNormal", "bernoulli_llr", "gaussian_threshold", "kmeans", "projection"]
+__all__ = ["QUANTILES", "RankNormal", "bernoulli_llr", "gaussian_threshold", "inflate", "kmeans", "lundberg", "projection"]
 
 QUANTILES = 128  # knots per projected dimension: rank-normal scores to about 1/128 resolution
 _SIEGMUND = 1.166  # overshoot correction of a Gaussian CUSUM, in sd units
@@ -105,8 +105,28 @@ def gaussian_threshold(shift: float, arl0: float, reference_n: int) -> float:
     ``u - a u^2 = ln(arl0 d^2/2) - 1.166 d`` with ``a = 2/(n d^2)``); inf when a shift this
     small cannot be confirmed from so small a reference."""
     u0 = max(math.log(arl0 * shift * shift / 2.0) - _SIEGMUND * shift, 1.0)
-    a = 2.0 / (reference_n * shift * shift)
+    return inflate(u0, 2.0 / (reference_n * shift * shift))
+
+
+def inflate(u0: float, a: float) -> float:
+    """Smallest ``u`` with ``u - a u^2 = u0`` (inf when there is none): a threshold raised
+    for a reference mean known only to about ``1/sqrt(n)`` sd (``a = 2/(n d^2)``)."""
     disc = 1.0 - 4.0 * a * u0
     if disc <= 0.0:
         return math.inf
     return (1.0 - math.sqrt(disc)) / (2.0 * a)
+
+
+def lundberg(llr: np.ndarray, top: float = 4.0) -> np.ndarray:
+    """Per column, the ``theta > 0`` with ``mean(exp(theta * llr)) = 1`` over the rows (the
+    reference): a CUSUM of these increments crosses ``h`` with probability about
+    ``exp(-theta h)`` (Cramer-Lundberg), so its threshold is ``ln(ARL0) / theta``. Gaussian
+    increments give 1; heavy tails less. Columns that never go up get ``top``."""
+    lo = np.full(llr.shape[1], 1e-4)
+    hi = np.full(llr.shape[1], top)
+    for _ in range(40):
+        mid = (lo + hi) / 2.0
+        above = np.log(np.mean(np.exp(np.minimum(mid * llr, 700.0)), axis=0)) > 0.0
+        hi = np.where(above, mid, hi)
+        lo = np.where(above, lo, mid)
+    return lo

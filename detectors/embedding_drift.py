@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -12,7 +13,7 @@ import numpy as np
 from agent.errors import DetectorError
 from agent.model import Score
 
-from ._embedding import RankNormal, bernoulli_llr, gaussian_threshold, kmeans, projection
+from ._embedding import RankNormal, bernoulli_llr, gaussian_threshold, inflate, kmeans, lundberg, projection
 from ._rank_cusum import finite
 from ._reference import MIN_REFERENCE, parse_window, source_label
 from .base import Detector
@@ -25,6 +26,7 @@ _RATE_STEP = 1.05  # thresholds follow the event rate when it moves by more than
 _OUTSIDE_Q = 0.99  # a vector farther from every centre than 99 % of the reference is "outside"
 _Z_BOUND = 2.0  # reference shares are tested at their 2-sigma bound, never at the point estimate
 _CAP = 1.5  # a CUSUM stops at 1.5 thresholds, so a verdict ends soon after the vectors come back
+_Z_CLIP = 6.0  # coordinate scores are clipped to +-6 reference sd: one wild value is bounded evidence
 _CLUSTER_DIMS = 64  # neighbourhoods are found in a 64-d projection: topics stay apart (JL), centres stay small
 
 
@@ -45,9 +47,14 @@ class EmbeddingDrift(Detector):
     nearest to each, and the distance beyond which a vector is "outside" (the
     reference's 99th percentile).
 
-    Three families of one-sided CUSUMs watch every later vector: the mean of each
+    Four families of one-sided CUSUMs watch every later vector: the mean of each
     projected dimension moving up or down by ``mean_shifts_sd`` reference sd (normal
-    scores), each neighbourhood's share falling to ``1/mass_ratio`` of its reference
+    scores); the mean of each embedding coordinate moving by ``coordinate_shift_sd``
+    reference sd (scores standardised by the reference and clipped at 6 sd, thresholds
+    divided by the Lundberg exponent of the reference's own scores, so sparse, heavy-tailed
+    coordinates such as hashed features keep the budget: a new topic whose words own a
+    few coordinates is invisible to a random projection but plain on those coordinates);
+    each neighbourhood's share falling to ``1/mass_ratio`` of its reference
     share or rising ``mass_ratio`` times, and the share of vectors outside every
     neighbourhood rising. The verdict is active while a CUSUM is over its threshold
     (until all fall under half of theirs). The false-alarm budget is in time, as in
@@ -58,7 +65,11 @@ class EmbeddingDrift(Detector):
     holds whatever the vectors' law), tested against the 2-sigma bound of each reference
     share, so a share measured from a small reference does not eat the budget; Gaussian
     ones at Siegmund's threshold, raised for the reference's own sampling error as
-    ``drift`` does (shifts too small to confirm from the reference are skipped).
+    ``drift`` does (shifts too small to confirm from the reference are skipped); the
+    coordinate ones at ``ln ARL0 / theta`` raised the same way. While it learns, the
+    reference is held as float16 vectors (2 bytes a coordinate: 0.75 MB for 1000 vectors
+    of 384), then summarised in about 150 KB (mostly the per-coordinate tests and the
+    evidence window).
 
     The verdict's value is how far the last ``window_size`` vectors moved (``moved_sd``:
     the root mean square of their mean normal score over the tested dimensions; about
@@ -94,6 +105,9 @@ class EmbeddingDrift(Detector):
     mass_ratio
         A neighbourhood's share falling to ``1/mass_ratio`` or rising ``mass_ratio``
         times its reference share is the change its CUSUMs are tuned for.
+    coordinate_shift_sd
+        Mean shift per embedding coordinate to watch for, in reference sd (two CUSUMs
+        per coordinate); ``None`` tests projections and neighbourhoods only.
     window_size
         Most recent vectors summarised in the evidence.
     seed
@@ -139,6 +153,7 @@ class EmbeddingDrift(Detector):
         neighbourhoods: int = 8,
         mean_shifts_sd: tuple[float, ...] = (0.5, 1.0),
         mass_ratio: float = 2.0,
+        coordinate_shift_sd: float | None = 1.0,
         window_size: int = 200,
         seed: int = 0,
     ) -> None:
@@ -156,6 +171,9 @@ class EmbeddingDrift(Detector):
         if not finite(mass_ratio) or mass_ratio <= 1.0:
             raise DetectorError(f"mass_ratio must be a number > 1, got {mass_ratio!r}")
         self.mass_ratio = float(mass_ratio)
+        if coordinate_shift_sd is not None and (not finite(coordinate_shift_sd) or coordinate_shift_sd <= 0):
+            raise DetectorError(f"coordinate_shift_sd must be a positive number or null, got {coordinate_shift_sd!r}")
+        self.coordinate_shift_sd = None if coordinate_shift_sd is None else float(coordinate_shift_sd)
         self.window_size = _int_at_least("window_size", window_size, 1, most=10_000)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise DetectorError(f"seed must be a non-negative integer, got {seed!r}")
@@ -165,7 +183,10 @@ class EmbeddingDrift(Detector):
     def _clear(self) -> None:
         self._dim: int | None = None
         self._proj: np.ndarray | None = None
-        self._learning: list[list[float]] = []
+        self._learning: list[np.ndarray] = []  # raw reference vectors, float16 until the fit
+        self._coord_mean = np.zeros(0)
+        self._coord_sd = np.zeros(0)
+        self._coord_theta = np.zeros(0)  # Lundberg exponent per coordinate test (1 when Gaussian)
         self._from_window = False
         self._ref_n = 0
         self._rank: RankNormal | None = None
@@ -195,11 +216,10 @@ class EmbeddingDrift(Detector):
         vector = self._vector(x)
         if vector is None:
             return Score(1.0 if self._active else 0.0, self._active, math.nan, _QUIET)
-        y = vector @ self._projection()  # the first `projections` columns are the tested ones
         if self._rank is None:
-            self._learn(y, ts)
+            self._learn(vector, ts)
             return Score(0.0, False, math.nan, _QUIET)
-        return self._test(y, ts)
+        return self._test(vector, ts)
 
     def _vector(self, x: Any) -> np.ndarray | None:
         try:
@@ -222,26 +242,28 @@ class EmbeddingDrift(Detector):
             self._proj = projection(self._dim, max(self.projections, _CLUSTER_DIMS), self.seed)
         return self._proj
 
-    def _learn(self, y: np.ndarray, ts: float) -> None:
+    def _learn(self, vector: np.ndarray, ts: float) -> None:
         window = self.reference_window
         if window is not None and not self._from_window and ts < window[0]:
             return  # before the named period: not learned
         if window is not None and window[0] <= ts < window[1]:
             self._from_window = True
-            self._learning.append(y.tolist())
+            self._learning.append(vector.astype(np.float16))
             return
         if self._from_window and len(self._learning) >= MIN_REFERENCE:
             self._fit(ts)  # the first vector at or after the window's end completes it
             return
         self._from_window = False
-        self._learning.append(y.tolist())
+        self._learning.append(vector.astype(np.float16))
         if len(self._learning) >= self.reference_size:
             self._fit(ts)
 
     def _fit(self, ts: float) -> None:
-        ref = np.array(self._learning)
+        raw = np.array(self._learning, dtype=np.float64)
         self._learning = []
+        ref = raw @ self._projection()  # the first `projections` columns are the tested ones
         self._ref_n = len(ref)
+        self._fit_coordinates(raw)
         self._rank = RankNormal.fit(ref[:, : self.projections])
         self._centres = kmeans(ref, self.neighbourhoods, self.seed)
         dist = np.sqrt(((ref[:, None, :] - self._centres[None]) ** 2).sum(-1))
@@ -250,12 +272,30 @@ class EmbeddingDrift(Detector):
         self._radius = float(np.quantile(dist.min(1), _OUTSIDE_Q))
         self._outside_p = float(np.mean(dist.min(1) > self._radius))
         self._llr_hit, self._llr_miss = self._mass_llrs()
-        self._cusum = np.zeros(self._mean_tests() + len(self._llr_hit))
+        self._cusum = np.zeros(self._mean_tests() + len(self._coord_theta) + len(self._llr_hit))
         self._run = np.zeros(len(self._cusum), dtype=np.int64)
         self._win_z = np.zeros((self.window_size, self.projections))
         self._win_c = np.zeros(self.window_size, dtype=np.int64)
         self._first_ts, self._seen = ts, 0
         self._thresholds(1.0)
+
+    def _fit_coordinates(self, raw: np.ndarray) -> None:
+        """Per coordinate a mean-up and a mean-down CUSUM on scores standardised by the
+        reference, thresholds divided by the Lundberg exponent of the reference's own
+        scores: a sparse coordinate (mostly 0, now and then large, as in hashed features)
+        gets the higher threshold its tails need, a Gaussian one the plain threshold."""
+        if self.coordinate_shift_sd is None:
+            return
+        d = self.coordinate_shift_sd
+        self._coord_mean = raw.mean(0)
+        self._coord_sd = raw.std(0)
+        z = self._coord_z(raw)
+        llr = np.concatenate((d * z - d * d / 2.0, -d * z - d * d / 2.0), axis=1)
+        self._coord_theta = np.where(np.concatenate((self._coord_sd, self._coord_sd)) > 0, lundberg(llr), 0.0)
+
+    def _coord_z(self, raw: np.ndarray) -> np.ndarray:
+        sd = np.where(self._coord_sd > 0, self._coord_sd, 1.0)
+        return np.clip((raw - self._coord_mean) / sd, -_Z_CLIP, _Z_CLIP)
 
     def _mean_tests(self) -> int:
         return 2 * len(self.mean_shifts_sd) * self.projections
@@ -286,10 +326,17 @@ class EmbeddingDrift(Detector):
         arl0 = len(self._cusum) * rate * self.false_alarm_days * _DAY_S
         mean = [gaussian_threshold(d, arl0, self._ref_n) for d in self.mean_shifts_sd for _ in range(2 * self.projections)]
         mass = [max(math.log(arl0), 1.0)] * len(self._llr_hit)
-        self._threshold = np.array(mean + mass)
+        coord = np.zeros(0)
+        if len(self._coord_theta):
+            d = self.coordinate_shift_sd or 1.0
+            base = max(math.log(arl0), 1.0)
+            with np.errstate(divide="ignore"):
+                coord = np.array([inflate(base / t, 2.0 / (self._ref_n * d * d)) if t > 0 else math.inf for t in self._coord_theta])
+        self._threshold = np.concatenate((np.array(mean), coord, np.array(mass)))
 
-    def _test(self, y: np.ndarray, ts: float) -> Score:
+    def _test(self, vector: np.ndarray, ts: float) -> Score:
         assert self._rank is not None and self._first_ts is not None
+        y = vector @ self._projection()
         self._seen += 1
         rate = self._seen / max(ts - self._first_ts, 1.0)
         if not self._rate_used / _RATE_STEP <= rate <= self._rate_used * _RATE_STEP:
@@ -305,7 +352,12 @@ class EmbeddingDrift(Detector):
             k = len(self._centres)
             mass[[nearest, k + nearest]] = self._llr_hit[[nearest, k + nearest]]
         copies = 2 * len(self.mean_shifts_sd)
-        llr = np.concatenate((self._slope * np.tile(z, copies) - self._drag, mass))
+        parts = [self._slope * np.tile(z, copies) - self._drag]
+        if len(self._coord_theta):
+            d = self.coordinate_shift_sd or 1.0
+            zc = self._coord_z(vector)
+            parts += [d * zc - d * d / 2.0, -d * zc - d * d / 2.0]
+        llr = np.concatenate((*parts, mass))
         self._cusum = np.minimum(np.maximum(self._cusum + llr, 0.0), _CAP * self._threshold)
         self._run = np.where(self._cusum > 0.0, self._run + 1, 0)
         self._remember(z, nearest if not outside else -1)
@@ -350,8 +402,12 @@ class EmbeddingDrift(Detector):
             block, dim = divmod(top, self.projections)
             shift, sign = self.mean_shifts_sd[block // 2], ("up" if block % 2 == 0 else "down")
             return f"projection {dim} mean {sign} {shift:g} sd"
+        coords = len(self._coord_theta)
+        if top < means + coords:
+            coord, sign = (top - means) % (coords // 2), ("up" if top - means < coords // 2 else "down")
+            return f"coordinate {coord} mean {sign} {self.coordinate_shift_sd:g} sd"
         k = len(self._centres)
-        cell = top - means
+        cell = top - means - coords
         if cell < k:
             return f"neighbourhood n{cell} lost mass"
         if cell < 2 * k:
@@ -390,7 +446,10 @@ class EmbeddingDrift(Detector):
         fitted = self._rank is not None
         return {
             "dim": self._dim,
-            "learning": self._learning,
+            "learning": base64.b64encode(np.array(self._learning, dtype=np.float16).tobytes()).decode() if self._learning else "",
+            "coord_mean": self._coord_mean.tolist(),
+            "coord_sd": self._coord_sd.tolist(),
+            "coord_theta": self._coord_theta.tolist(),
             "from_window": self._from_window,
             "ref_n": self._ref_n,
             "knots": self._rank.knots.tolist() if fitted else None,
@@ -414,7 +473,12 @@ class EmbeddingDrift(Detector):
     def _load(self, state: Any) -> None:
         self._clear()
         self._dim = state["dim"]
-        self._learning = [list(v) for v in state["learning"]]
+        if state["learning"]:
+            flat = np.frombuffer(base64.b64decode(state["learning"]), dtype=np.float16)
+            self._learning = list(flat.reshape(-1, self._dim).copy())
+        self._coord_mean = np.array(state["coord_mean"], dtype=np.float64)
+        self._coord_sd = np.array(state["coord_sd"], dtype=np.float64)
+        self._coord_theta = np.array(state["coord_theta"], dtype=np.float64)
         self._from_window = bool(state["from_window"])
         self._ref_n = int(state["ref_n"])
         self._first_ts, self._seen, self._skipped = state["first_ts"], int(state["seen"]), int(state["skipped"])
