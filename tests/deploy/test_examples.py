@@ -257,3 +257,48 @@ async def test_a_wrong_index_build_is_rolled_back_through_mlflow(broker, unique_
     versions = [(e.index_version, e.hits) for e in map(EVENT_ADAPTER.validate_json, (r.value for r in records))]
     assert {v for v, _ in versions} == {"1", "2"} and sum(h for v, h in versions if v == "2") <= 2
     assert all(h > 0 for v, h in versions if v == "1")
+
+
+async def test_a_wrong_build_of_the_example_index_fires_the_agents_rule(broker, unique_topic, tmp_path, monkeypatch):
+    """The whole RAG instrumentation path: FAISS lookups -> RagRecorder -> Kafka -> the agent pages on the build."""
+    import io
+
+    from agent.model import AlertState
+    from agent.runtime.notifier import TerminalSink
+    from tests.integration.harness import agent_config, eventually, running_agent, unique_name
+
+    rag_index, rag_service = _rag_modules(monkeypatch)
+    service_name, alertname = unique_name("support-bot"), unique_name("WkExampleEmptyHits")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(f"""\
+groups:
+  - name: example-rag
+    rules:
+      - alert: {alertname}
+        source: retrieval
+        by: [service, index, index_version]
+        detector: {{kind: threshold, field: empty, agg: mean, window_s: 5m, op: ">", threshold: 0.5, min_count: 5}}
+        for: 0s
+        labels: {{severity: page}}
+""")
+    config = agent_config(broker.bootstrap, unique_topic, rules)
+    topics = {kind: getattr(config.topics, kind) for kind in RAG_KINDS}
+    pages = TerminalSink(out=io.StringIO())
+    store = rag_index.IndexStore(tmp_path / "index", "support-docs", rag_index.LocalAliases(tmp_path / "aliases.json"))
+    store.build(rag_service.CORPUS)
+    emitter = Emitter(broker.bootstrap, topics=topics, register_metrics=False, linger_ms=10)
+    app = rag_service.create_app(emitter, rag_service.RagPipeline(store, emitter, service=service_name))
+
+    def fired(version):
+        return [a for a in pages.delivered if a.state is AlertState.FIRING
+                and a.labels.get("service") == service_name and a.labels.get("index_version") == version]
+
+    async with running_agent(config, pages):
+        async with app.router.lifespan_context(app):
+            await _ask_all(app, QUESTIONS)  # build 1 answers: no page
+            store.build([{"id": f"lorem-{i}", "text": f"lorem ipsum dolor sit amet {i}"} for i in range(20)])
+            await _ask_all(app, QUESTIONS)  # build 2, from the wrong documents
+            await emitter.flush(15)
+        await eventually(lambda: bool(fired("2")), timeout_s=30, what=f"{alertname} for build 2",
+                         detail=lambda: repr(pages.delivered))
+    assert not fired("1") and emitter.dropped == 0
