@@ -302,3 +302,11 @@ groups:
         await eventually(lambda: bool(fired("2")), timeout_s=30, what=f"{alertname} for build 2",
                          detail=lambda: repr(pages.delivered))
     assert not fired("1") and emitter.dropped == 0
+
+
+def test_rag_index_docstring_examples(monkeypatch):
+    import doctest
+
+    rag_index, _ = _rag_modules(monkeypatch)
+    result = doctest.testmod(rag_index)
+    assert result.attempted > 0 and result.failed == 0
