@@ -1,4 +1,4 @@
-"""The few MLflow registry calls a rollback makes, for models and prompts alike, with errors mapped.
+"""The few MLflow registry calls a rollback makes, for models, prompts and indexes alike, with errors mapped.
 
 In open-source MLflow 3 a prompt *is* a registered model (tagged
 ``mlflow.prompt.is_prompt``), its versions are model versions and its aliases are
@@ -9,6 +9,12 @@ registered-model aliases; but ``MlflowClient`` hides prompts from the model call
 :class:`RegistryClient` takes ``kind`` ("model" or "prompt") and speaks the matching API;
 the rollback above it is the same for both. History and bad tags for a prompt are
 prompt tags, i.e. tags on the same underlying registered model.
+
+A vector index (kind ``"index"``) is registered like a model: one registered model per
+index, one model version per build (its source the index artifact), the serving alias
+(``live``) on the build queries go to. It is told apart by the registered-model tag
+``watchkeeper.kind = index`` (:data:`INDEX_KIND_TAG`): an index rollback refuses a
+registered model without it, so a rule for indexes can never move a model's alias.
 
 Everything here is blocking (MLflow's client is sync); callers wrap calls in
 ``asyncio.to_thread``. ``mlflow`` is imported lazily: the agent's rule loader imports
@@ -33,9 +39,12 @@ from typing import Literal, TypeVar
 from .alias_history import Move, VersionInfo, append_move, encode_history, history_tag, normalise_version, parse_history
 from .base import ActionFailed, TransientActionError
 
-__all__ = ["RegistryClient", "RegistryKind", "registry_errors"]
+__all__ = ["INDEX_KIND_TAG", "RegistryClient", "RegistryKind", "registry_errors"]
 
-RegistryKind = Literal["model", "prompt"]
+RegistryKind = Literal["model", "prompt", "index"]
+
+INDEX_KIND_TAG = ("watchkeeper.kind", "index")
+"""The registered-model tag (key, value) that marks a registered model as a vector index."""
 
 _HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
@@ -83,7 +92,8 @@ class RegistryClient:
     tracking_uri
         The MLflow tracking server (also used as the registry URI).
     kind
-        ``"model"`` for the Model Registry, ``"prompt"`` for the prompt registry.
+        ``"model"`` for the Model Registry, ``"prompt"`` for the prompt registry,
+        ``"index"`` for vector indexes registered as models (tagged :data:`INDEX_KIND_TAG`).
     """
 
     def __init__(self, tracking_uri: str, kind: RegistryKind = "model") -> None:
@@ -108,8 +118,15 @@ class RegistryClient:
             if prompt is None:
                 raise ActionFailed(f"prompt {name!r} is not in the registry at {self.tracking_uri}")
             return dict(prompt.tags or {})
-        model = self._call(f"get model {name!r}", lambda: self._client.get_registered_model(name))
-        return dict(model.tags or {})
+        model = self._call(f"get {self.kind} {name!r}", lambda: self._client.get_registered_model(name))
+        tags = dict(model.tags or {})
+        key, value = INDEX_KIND_TAG
+        if self.kind == "index" and tags.get(key) != value:
+            raise ActionFailed(
+                f"registered model {name!r} at {self.tracking_uri} is not a vector index (no tag {key}={value}); "
+                "an index rollback leaves it alone"
+            )
+        return tags
 
     def alias_holder(self, name: str, alias: str) -> str | None:
         """The version ``alias`` points at, or None if the alias is not set."""
@@ -141,7 +158,7 @@ class RegistryClient:
                 )
             else:
                 page = self._call(
-                    f"list versions of model {name!r}",
+                    f"list versions of {self.kind} {name!r}",
                     lambda t=token: self._client.search_model_versions(f"name = '{name}'", max_results=_PAGE, page_token=t),
                 )
             for item in page:

@@ -1,4 +1,4 @@
-"""``rollback``: move a model's (or prompt's) serving alias back to the version that held it before.
+"""``rollback``: move a model's (prompt's, vector index's) serving alias back to the version that held it before.
 
 Example rule entries::
 
@@ -12,8 +12,12 @@ Example rule entries::
         registry: prompt
         name: "{{ $labels.service }}-system"   # LLM events carry no prompt name: say which
         allowed: {patterns: ["[a-z-]+-system"]}
+      - type: rollback
+        registry: index                     # a vector index registered as a model
+        alias: live                         # name from the alert's `index` label
+        allowed: {names: [support-docs]}
 
-Target: ``Target("model" | "prompt", name)``. The name comes from labels, which any
+Target: ``Target("model" | "prompt" | "index", name)``. The name comes from labels, which any
 producer sets, so it must be in the rule's ``allowed`` list (exact names or full-match
 RE2 patterns, :mod:`actions.allowed_names`), and ``restart``'s namespace and Deployment
 must pass :mod:`actions.kube_target` (the namespace allow-list, Kubernetes names); both
@@ -21,7 +25,11 @@ are checked in ``target``, before any MLflow or Kubernetes request, and a refusa
 audited as ``skipped`` by guard ``allowed-names``, ``namespace`` or ``kube-name``. Its
 key (``model/fraud``) scopes cooldowns, budgets and the lease. ``name`` defaults to ``{{ $labels.model }}`` for models and
 ``{{ $labels.prompt }}`` for prompts (an LLM service that puts no ``prompt`` label on its
-alerts must name the prompt in the rule, literally or from another label).
+alerts must name the prompt in the rule, literally or from another label) and
+``{{ $labels.index }}`` for indexes. An index is one registered model per vector index,
+one model version per build, tagged ``watchkeeper.kind=index`` (see
+:mod:`actions.mlflow_registry`); its version label is ``index_version`` (the field of
+``retrieval`` events), so the same stale-alert check applies.
 
 ``plan`` reads the alias holder, the alias history (see :mod:`actions.alias_history`)
 and the versions, and decides:
@@ -73,8 +81,8 @@ from .mlflow_registry import RegistryClient, RegistryKind
 __all__ = ["Rollback", "RollbackParams", "RestartParams"]
 
 _ALIAS = re.compile(r"^[A-Za-z0-9_-]{1,255}$")  # MLflow's alias rule
-_DEFAULT_NAME = {"model": "{{ $labels.model }}", "prompt": "{{ $labels.prompt }}"}
-_DEFAULT_VERSION_LABEL = {"model": "model_version", "prompt": "prompt_version"}
+_DEFAULT_NAME = {"model": "{{ $labels.model }}", "prompt": "{{ $labels.prompt }}", "index": "{{ $labels.index }}"}
+_DEFAULT_VERSION_LABEL = {"model": "model_version", "prompt": "prompt_version", "index": "index_version"}
 
 
 class RestartParams(BaseModel):
@@ -94,15 +102,16 @@ class RollbackParams(ActionParams):
     Parameters
     ----------
     registry
-        ``model`` (MLflow Model Registry) or ``prompt`` (MLflow prompt registry).
+        ``model`` (MLflow Model Registry), ``prompt`` (MLflow prompt registry) or
+        ``index`` (a vector index registered as a model, tagged ``watchkeeper.kind=index``).
     name
         ``{{ $labels.NAME }}`` template or literal; default the ``model`` label for models,
-        the ``prompt`` label for prompts.
+        the ``prompt`` label for prompts, the ``index`` label for indexes.
     alias
         The serving alias to move (default ``champion``).
     version_label
         The alert label that names the version the events came from (default
-        ``model_version`` / ``prompt_version``); ``""`` turns the stale-alert check off.
+        ``model_version`` / ``prompt_version`` / ``index_version``); ``""`` turns the stale-alert check off.
     restart
         Optional ``{namespace, deployment}`` to rollout-restart after the move.
     allowed

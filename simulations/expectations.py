@@ -103,6 +103,14 @@ def _alert(s: Scenario, obs: Observed, spec: AlertSpec) -> Result:
         parts.append(f"fired {delay:.0f} s after {fault.id} started")
         if spec.fires_within_s is not None and delay > spec.fires_within_s:
             problems.append(f"fired {delay:.0f} s after {fault.id} started, later than {spec.fires_within_s:g} s")
+    if spec.evidence:
+        text = "\n".join(str(v) for v in (first.get("annotations") or {}).values())
+        measured["annotations"] = first.get("annotations") or {}
+        missing = [want for want in spec.evidence if want not in text]
+        if missing:
+            problems.append(f"its annotations lack {', '.join(repr(m) for m in missing)}")
+        else:
+            parts.append(f"annotations carry {', '.join(repr(w) for w in spec.evidence)}")
     if spec.resolves_within_s is not None and fault is not None:
         ours = [t for t in obs.transitions if t["fingerprint"] == first["fingerprint"]]
         last = ours[-1]

@@ -20,6 +20,8 @@ False
 
 from __future__ import annotations
 
+import functools
+import math
 import random
 from typing import Annotated, Any, ClassVar, Literal, Union
 
@@ -222,6 +224,109 @@ class RunawayPrompt(FaultBase):
         return [event]
 
 
+# --- rag ----------------------------------------------------------------------------------
+def _unit(vector: list[float]) -> list[float]:
+    norm = math.sqrt(sum(x * x for x in vector)) or 1.0
+    return [round(x / norm, 4) for x in vector]
+
+
+@functools.lru_cache(maxsize=64)
+def _new_topics(seed: str, dims: int, topics: int) -> tuple[list[float], ...]:
+    """Unit centroids of a new user population (seeded: the same scenario gives the same population)."""
+    rng = random.Random(f"{seed}/{dims}")
+    return tuple(_unit([rng.gauss(0, 1) for _ in range(dims)]) for _ in range(topics))
+
+
+class BadIndex(FaultBase):
+    """A new ``index_version`` goes live built wrong: ``empty_ratio`` of lookups find nothing, the rest score
+    ``score_factor`` times lower; the window ends with the index rollback."""
+
+    kind: Literal["bad_index"] = "bad_index"
+    to_version: str
+    empty_ratio: float = Field(0.5, ge=0, le=1)
+    score_factor: float = Field(0.5, gt=0, le=1)
+    signal: ClassVar[tuple[str, str, str]] = ("retrieval", "empty", "mean")
+
+    def transform(self, event: Event, offset_s: float, rng: random.Random) -> list[Event]:
+        if event.get("type") != "retrieval":
+            return [event]
+        event["index_version"] = self.to_version
+        if rng.random() < self.empty_ratio:
+            event["hits"] = 0
+            event.pop("top_score", None)
+            event.pop("mean_score", None)
+        else:
+            for name in ("top_score", "mean_score"):
+                if isinstance(event.get(name), (int, float)):
+                    event[name] = round(event[name] * self.score_factor, 4)
+        return [event]
+
+
+class UnsafePrompt(FaultBase):
+    """A new ``prompt_version`` whose answers are flagged by the safety check ``flagged_ratio`` of the time
+    (its answers' feedback carries it too); the window ends with the prompt rollback."""
+
+    kind: Literal["unsafe_prompt"] = "unsafe_prompt"
+    to_version: str
+    flagged_ratio: float = Field(0.08, gt=0, le=1)
+    signal: ClassVar[tuple[str, str, str]] = ("llm", "flagged", "mean")
+
+    def transform(self, event: Event, offset_s: float, rng: random.Random) -> list[Event]:
+        if event.get("type") == "llm":
+            event["prompt_version"] = self.to_version
+            if rng.random() < self.flagged_ratio:
+                event["safety"] = {"flagged": True, "categories": ["toxicity"]}
+        elif event.get("type") == "feedback":
+            event["prompt_version"] = self.to_version
+        return [event]
+
+
+class QueryDrift(FaultBase):
+    """A new user population: ``share`` of the queries come from ``topics`` new clusters of the embedding
+    space (seeded by the fault id), and the index covers them ``score_factor`` times less well."""
+
+    kind: Literal["query_drift"] = "query_drift"
+    share: float = Field(0.6, gt=0, le=1)
+    topics: int = Field(3, ge=1, le=64)
+    spread: float = Field(0.35, ge=0, le=5)
+    score_factor: float = Field(1.0, gt=0, le=1)
+    signal: ClassVar[tuple[str, str, str]] = ("retrieval", "top_score", "mean")
+
+    def transform(self, event: Event, offset_s: float, rng: random.Random) -> list[Event]:
+        vector = event.get("embedding")
+        if event.get("type") != "retrieval" or not isinstance(vector, list) or rng.random() >= self.share:
+            return [event]
+        dims = len(vector)
+        centroid = _new_topics(self.id, dims, self.topics)[rng.randrange(self.topics)]
+        event["embedding"] = _unit([c + rng.gauss(0, self.spread / math.sqrt(dims)) for c in centroid])
+        for name in ("top_score", "mean_score"):
+            if isinstance(event.get(name), (int, float)):
+                event[name] = round(event[name] * self.score_factor, 4)
+        return [event]
+
+
+class ModelChange(FaultBase):
+    """The LLM behind a service changes to ``to_model``, shipped as prompt version ``to_version`` (the
+    prompt's configuration names the model), and users like its answers less: feedback is +1 with
+    probability ``thumbs_up_ratio``. Feedback events carry the version, and the model in ``labels.model``."""
+
+    kind: Literal["model_change"] = "model_change"
+    to_model: str
+    to_version: str
+    thumbs_up_ratio: float = Field(0.4, ge=0, le=1)
+    signal: ClassVar[tuple[str, str, str]] = ("feedback", "score", "mean")
+
+    def transform(self, event: Event, offset_s: float, rng: random.Random) -> list[Event]:
+        if event.get("type") == "llm":
+            event["model"] = self.to_model
+            event["prompt_version"] = self.to_version
+        elif event.get("type") == "feedback":
+            event["prompt_version"] = self.to_version
+            event["labels"] = {**(event.get("labels") or {}), "model": self.to_model}
+            event["score"] = 1.0 if rng.random() < self.thumbs_up_ratio else -1.0
+        return [event]
+
+
 # --- infrastructure -----------------------------------------------------------------------
 class AgentKill(FaultBase):
     """SIGKILL the agent at ``start_s``; a new one starts ``duration_s`` scenario seconds later."""
@@ -263,7 +368,7 @@ Fault = Annotated[
     Union[
         LatencySpike, LatencyCreep, ErrorBurst, FeatureShift, CategoryMix, PredictionDrift, BadDeploy,
         GpuMemoryLeak, XidError, TokenStorm, RunawayPrompt, AgentKill, BrokerRestart, AlertmanagerDown, MlflowDown,
-        KubeApiErrors,
+        KubeApiErrors, BadIndex, UnsafePrompt, QueryDrift, ModelChange,
     ],
     Field(discriminator="kind"),
 ]
@@ -273,6 +378,7 @@ APP_FAULTS = frozenset(
     {
         "latency_spike", "latency_creep", "error_burst", "feature_shift", "category_mix", "prediction_drift",
         "bad_deploy", "gpu_memory_leak", "xid_error", "token_storm", "runaway_prompt",
+        "bad_index", "unsafe_prompt", "query_drift", "model_change",
     }
 )
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .faults import APP_FAULTS, FaultBase
+from .rag import rag_events
 from .scenario import CategoricalFeature, Fleet, GpuNode, InferenceService, LlmService, NumericFeature
 from .trace import load_trace
 
@@ -124,6 +125,8 @@ def fleet_events(
         sources.append(_llm(llm, start_ts, duration_s, random.Random(f"{seed}/llm/{i}"), base))
     for i, node in enumerate(fleet.gpu):
         sources.append(_gpu(node, start_ts, duration_s, random.Random(f"{seed}/gpu/{i}")))
+    for i, rag in enumerate(fleet.rag):
+        sources.extend(rag_events(rag, start_ts, duration_s, f"{seed}/rag/{i}"))
     app_faults = [f for f in faults if getattr(f, "kind", "") in APP_FAULTS]
     rng = random.Random(f"{seed}/faults")
     for offset, event in heapq.merge(*sources, key=lambda pair: pair[0]):

@@ -36,6 +36,8 @@ __all__ = [
     "GpuNode",
     "InferenceService",
     "LlmService",
+    "QueryTopics",
+    "RagService",
     "Scenario",
     "ScenarioError",
     "load_scenario",
@@ -105,6 +107,57 @@ class LlmService(_Strict):
     trace: LlmTrace | None = None
 
 
+class QueryTopics(_Strict):
+    """The query population of a RAG service: ``topics`` clusters in a ``dims``-dimensional embedding space.
+
+    Each query embedding is a unit vector: its topic's centroid (a seeded random unit
+    vector) plus Gaussian noise of ``spread`` per dimension, normalised, the shape sentence
+    embeddings of a fixed user population have. Topic ``i`` is drawn with weight
+    ``weights[i]`` (default: equal).
+    """
+
+    dims: int = Field(32, ge=2, le=1024)
+    topics: int = Field(8, ge=1, le=256)
+    spread: float = Field(0.35, ge=0, le=5)
+    weights: list[float] | None = None
+
+
+class RagService(_Strict):
+    """A RAG service: per request a ``retrieval`` event, an ``llm`` event and, for ``feedback_ratio`` of them, a ``feedback``.
+
+    Scores are cosine similarities: ``top_score`` ~ N(mean, sd) clipped to [0, 1], the mean
+    score a fraction ``mean_score_ratio`` of it; ``empty_ratio`` of lookups find nothing.
+    Feedback arrives ``feedback_delay_s`` after the answer, +1 with probability
+    ``thumbs_up_ratio``, else -1.
+    """
+
+    service: str
+    index: str = "docs"
+    index_version: str = "1"
+    model: str = "gpt-4o"
+    prompt_version: str = "1"
+    tenants: dict[str, float] = Field(default_factory=lambda: {"acme": 1.0}, min_length=1)
+    rate_per_s: float = Field(2.0, gt=0, le=500)
+    k: int = Field(5, ge=1, le=100)
+    top_score: float = Field(0.78, ge=0, le=1)
+    top_score_sd: float = Field(0.06, ge=0)
+    mean_score_ratio: float = Field(0.8, gt=0, le=1)
+    empty_ratio: float = Field(0.01, ge=0, le=1)
+    retrieval_latency_ms: float = Field(12.0, gt=0)
+    prompt_tokens: float = Field(1200.0, gt=0)
+    completion_tokens: float = Field(180.0, gt=0)
+    latency_ms: float = Field(1500.0, gt=0)
+    error_ratio: float = Field(0.001, ge=0, le=1)
+    flagged_ratio: float = Field(0.002, ge=0, le=1)
+    refusal_ratio: float = Field(0.01, ge=0, le=1)
+    groundedness: float = Field(0.85, ge=0, le=1)
+    feedback_ratio: float = Field(0.05, ge=0, le=1)
+    feedback_delay_s: float = Field(20.0, ge=0)
+    thumbs_up_ratio: float = Field(0.8, ge=0, le=1)
+    queries: QueryTopics | None = Field(None, description="send query embeddings (for embedding_drift)")
+    response_embeddings: bool = False
+
+
 class GpuNode(_Strict):
     """A node's GPUs sampled every ``interval_s`` (``gpu`` events)."""
 
@@ -123,11 +176,12 @@ class Fleet(_Strict):
     inference: list[InferenceService] = Field(default_factory=list)
     llm: list[LlmService] = Field(default_factory=list)
     gpu: list[GpuNode] = Field(default_factory=list)
+    rag: list[RagService] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _not_empty(self) -> Fleet:
-        if not (self.inference or self.llm or self.gpu):
-            raise ValueError("the fleet needs at least one inference service, LLM service or GPU node")
+        if not (self.inference or self.llm or self.gpu or self.rag):
+            raise ValueError("the fleet needs at least one inference service, LLM service, RAG service or GPU node")
         return self
 
 
@@ -144,6 +198,9 @@ class AlertSpec(_Strict):
     fault: str | None = Field(None, description="fault id the times are measured from (default: the first fault)")
     fires_within_s: float | None = Field(None, gt=0)
     resolves_within_s: float | None = Field(None, gt=0)
+    evidence: list[str] = Field(
+        default_factory=list, description="texts the firing alert's annotations must contain (the evidence a ticket carries)"
+    )
 
 
 class AlertExpectation(_Strict):
@@ -236,6 +293,9 @@ class RegistrySetup(_Strict):
 
     models: dict[str, RegisteredModel] = Field(default_factory=dict)
     prompts: dict[str, RegisteredModel] = Field(default_factory=dict)
+    indexes: dict[str, RegisteredModel] = Field(
+        default_factory=dict, description="vector indexes: registered models tagged watchkeeper.kind=index (alias e.g. live)"
+    )
 
 
 class KubernetesSetup(_Strict):

@@ -23,6 +23,10 @@ def _field(event: dict[str, Any], name: str) -> Any:
         return (event.get("prompt_tokens") or 0) + (event.get("completion_tokens") or 0)
     if name == "mem_used_ratio":
         return event["mem_used_bytes"] / event["mem_total_bytes"]
+    if name == "flagged":
+        return float(bool((event.get("safety") or {}).get("flagged")))
+    if name == "empty":
+        return 1.0 if event.get("hits") == 0 else 0.0
     return event.get(name)
 
 

@@ -158,6 +158,8 @@ class SubprocessAgent:
             WATCHKEEPER_TOPIC_INFERENCE=topics.inference,
             WATCHKEEPER_TOPIC_LLM=topics.llm,
             WATCHKEEPER_TOPIC_GPU=topics.gpu,
+            WATCHKEEPER_TOPIC_RETRIEVAL=topics.retrieval,
+            WATCHKEEPER_TOPIC_FEEDBACK=topics.feedback,
             WATCHKEEPER_TOPIC_DLQ=topics.dlq,
             WATCHKEEPER_TOPIC_ALERTS=topics.alerts,
             WATCHKEEPER_TOPIC_AUDIT=audit_topic,

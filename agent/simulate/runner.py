@@ -106,6 +106,7 @@ class _Run:
         self.s, self.base, self.settings, self.workdir, self.progress = s, base, settings, workdir, progress
         tag = f"{s.name}.{uuid.uuid4().hex[:8]}"
         self.topics = Topics(**{f.name: f"sim.{tag}.{f.name}" for f in dataclasses.fields(Topics)})
+        self._source_topics = {source: topic for topic, source in self.topics.sources().items()}  # RAG's too
         self.audit_topic = str(getattr(self.topics, "audit", f"sim.{tag}.audit"))
         self.group = f"wk-sim-{tag}"
         self.embedded: EmbeddedBroker | None = None
@@ -242,7 +243,7 @@ class _Run:
     # --- traffic --------------------------------------------------------------------------
     def _topic(self, event: dict[str, Any]) -> tuple[str, bytes]:
         kind = event["type"]
-        topic = {"inference": self.topics.inference, "llm": self.topics.llm, "gpu": self.topics.gpu}[kind]
+        topic = self._source_topics[kind]
         return topic, str(event["node"] if kind == "gpu" else event["service"]).encode()
 
     async def _flush(self, pending: list[Any]) -> None:

@@ -30,12 +30,16 @@ SIM_TAG = "watchkeeper.simulation"
 
 
 def seed_registry(tracking_uri: str, setup: RegistrySetup) -> None:
-    """Create each model fresh: versions 1..N, the alias on ``alias_on`` (default the last)."""
+    """Create each model fresh: versions 1..N, the alias on ``alias_on`` (default the last).
+
+    Indexes are registered models too, tagged ``watchkeeper.kind=index`` (what an index rollback checks).
+    """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    for name, model in setup.models.items():
+    indexes = {name: (model, {"watchkeeper.kind": "index"}) for name, model in setup.indexes.items()}
+    for name, (model, kind_tags) in ({n: (m, {}) for n, m in setup.models.items()} | indexes).items():
         try:
             existing = client.get_registered_model(name)
         except MlflowException:
@@ -47,7 +51,7 @@ def seed_registry(tracking_uri: str, setup: RegistrySetup) -> None:
                     "use an MLflow server (or registry) for simulations only"
                 )
             client.delete_registered_model(name)
-        client.create_registered_model(name, tags={SIM_TAG: "true"})
+        client.create_registered_model(name, tags={SIM_TAG: "true", **kind_tags})
         for v in range(1, model.versions + 1):
             client.create_model_version(name, source=f"s3://watchkeeper-simulation/{name}/{v}", tags={SIM_TAG: "true"}, await_creation_for=0)
         client.set_registered_model_alias(name, model.alias, str(model.alias_on or model.versions))

@@ -1,7 +1,7 @@
 """Emitter settings from ``WATCHKEEPER_*`` environment variables (the agent's names).
 
 A service and the agent read the same variables, so one ConfigMap/Secret serves both:
-``WATCHKEEPER_KAFKA_BOOTSTRAP``, ``WATCHKEEPER_TOPIC_INFERENCE|_LLM|_GPU`` and the Kafka
+``WATCHKEEPER_KAFKA_BOOTSTRAP``, ``WATCHKEEPER_TOPIC_INFERENCE|_LLM|_GPU|_RETRIEVAL|_FEEDBACK`` and the Kafka
 security settings ``WATCHKEEPER_KAFKA_SECURITY_PROTOCOL``, ``_SASL_MECHANISM``,
 ``_SASL_USERNAME``, ``_SASL_PASSWORD`` (or ``_SASL_PASSWORD_FILE``), ``_SSL_CAFILE``,
 ``_SSL_CERTFILE``, ``_SSL_KEYFILE``.
@@ -21,6 +21,8 @@ DEFAULT_TOPICS: dict[str, str] = {
     "inference": "watchkeeper.inference",
     "llm": "watchkeeper.llm",
     "gpu": "watchkeeper.gpu",
+    "retrieval": "watchkeeper.retrieval",
+    "feedback": "watchkeeper.feedback",
 }
 _P = "WATCHKEEPER_KAFKA_"
 

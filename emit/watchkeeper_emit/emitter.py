@@ -44,7 +44,7 @@ class Emitter:
     bootstrap
         Kafka bootstrap servers, ``host:port[,host:port]``.
     topics
-        Event type -> topic; defaults to ``watchkeeper.inference|llm|gpu``.
+        Event type -> topic; defaults to ``watchkeeper.<type>`` (inference, llm, gpu, retrieval, feedback).
     max_buffer
         Events held while waiting for the producer; beyond it ``emit`` drops.
     linger_ms

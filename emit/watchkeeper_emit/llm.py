@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from .events import llm_event
@@ -100,8 +100,18 @@ class LlmTracker:
         status: str = "ok",
         model: str | None = None,
         labels: Mapping[str, str] | None = None,
+        request_id: str | None = None,
+        flagged: bool | None = None,
+        safety_categories: Sequence[str] = (),
+        refusal: bool | None = None,
+        eval_score: float | None = None,
+        embedding: Sequence[float] | None = None,
     ) -> bool:
-        """Emit the event of one finished call (for callers that time calls themselves)."""
+        """Emit the event of one finished call (for callers that time calls themselves).
+
+        The optional response fields (``request_id``, the safety verdict, ``refusal``,
+        ``eval_score``, ``embedding``) are those of :func:`~watchkeeper_emit.events.llm_event`.
+        """
         prompt, completion, response_model = usage_from_response(response) if response is not None else (0, 0, None)
         name = response_model or model or self.model or "unknown"
         cost = self.cost(name, prompt, completion) if self.cost is not None and status == "ok" else None
@@ -115,6 +125,12 @@ class LlmTracker:
             latency_ms=latency_ms,
             status=status,
             cost_usd=cost,
+            request_id=request_id,
+            flagged=flagged,
+            safety_categories=safety_categories,
+            refusal=refusal,
+            eval_score=eval_score,
+            embedding=embedding,
             labels={**self.labels, **(labels or {})},
         )
         return self.emitter.emit(event)

@@ -209,3 +209,34 @@ async def _read_until(bootstrap: str, topic: str, wanted, n: int, timeout_s: flo
     finally:
         await consumer.stop()
     return found
+
+
+async def test_rag_events_reach_their_topics_keyed_by_service(broker, unique_topic):
+    """Retrieval, llm (with the response fields) and feedback events of one request, through the real broker."""
+    from watchkeeper_emit import LlmTracker, RagRecorder
+
+    topics = {kind: unique_topic(kind) for kind in ("inference", "llm", "gpu", "retrieval", "feedback")}
+    async with Emitter(broker.bootstrap, topics=topics, register_metrics=False, linger_ms=5) as emitter:
+        rag = RagRecorder(emitter, service="support-bot")
+        llm = LlmTracker(emitter, service="support-bot")
+        for i in range(20):
+            rid = f"req-{i}"
+            found = [("doc", 0.9), ("doc2", 0.4)][: i % 3]
+            rag.search(lambda q, k, found=found: found, [0.6, 0.8] * 192, k=4,
+                       index="docs", index_version=2, request_id=rid)
+            llm.record({"model": "m", "usage": {"prompt_tokens": 10, "completion_tokens": 5}}, tenant="acme",
+                       prompt_version=7, latency_ms=20.0, request_id=rid, flagged=i == 3, refusal=i % 3 == 0,
+                       eval_score=0.9, embedding=[0.1] * 384)
+            rag.feedback(rid, prompt_version=7, score=1 if i % 2 else -1)
+        assert await emitter.flush(15)
+    assert (emitter.sent, emitter.errors, emitter.dropped) == (60, 0, 0)
+    got = {}
+    for kind in ("retrieval", "llm", "feedback"):
+        records = await consume(broker.bootstrap, topics[kind], n=20, timeout_s=15)
+        assert {r.key for r in records} == {b"support-bot"}
+        got[kind] = {e.request_id: e for e in (EVENT_ADAPTER.validate_json(r.value) for r in records)}
+    assert set(got["retrieval"]) == set(got["llm"]) == set(got["feedback"]) == {f"req-{i}" for i in range(20)}
+    assert [got["retrieval"][f"req-{i}"].hits for i in range(3)] == [0, 1, 2]
+    assert got["retrieval"]["req-0"].top_score is None and len(got["retrieval"]["req-1"].embedding) == 384
+    assert got["llm"]["req-3"].safety.flagged and not got["llm"]["req-4"].safety.flagged
+    assert got["feedback"]["req-1"].score == 1.0 and got["feedback"]["req-2"].prompt_version == "7"

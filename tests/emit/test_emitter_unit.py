@@ -126,7 +126,7 @@ def test_settings_from_environment(tmp_path):
         Emitter.from_env({}, register_metrics=False)
 
 
-@pytest.mark.parametrize("module", ["events", "llm", "cli"])
+@pytest.mark.parametrize("module", ["events", "llm", "cli", "rag"])
 def test_docstring_examples(module):
     result = doctest.testmod(importlib.import_module(f"watchkeeper_emit.{module}"))
     assert result.attempted > 0 and result.failed == 0

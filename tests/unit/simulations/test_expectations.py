@@ -125,3 +125,15 @@ def test_action_min_attempts_proves_the_retry() -> None:
     ok, detail = results(s, audit=[once])["action scale (executed)"]
     assert not ok and detail == "took [1] attempt(s), expected at least 2 (a retried call)"
     assert results(s, audit=[once | {"attempts": 3}])["action scale (executed)"][0]
+
+
+def test_alert_evidence_must_be_in_its_annotations() -> None:
+    s = scenario({"alert": {"name": "Drift", "fires_within_s": 60, "evidence": ["lost mass", "moved"]}})
+    with_evidence = alert("firing", "Drift", 430) | {"annotations": {"description": "moved 2.1 sd; neighbourhoods that lost mass: n3"}}
+    ok, detail = results(s, transitions=[with_evidence])["alert Drift{}"]
+    assert ok and "annotations carry 'lost mass', 'moved'" in detail
+    bare = alert("firing", "Drift", 430) | {"annotations": {"summary": "drifted"}}
+    ok, detail = results(s, transitions=[bare])["alert Drift{}"]
+    assert not ok and detail == "its annotations lack 'lost mass', 'moved'"
+    ok, _ = results(s, transitions=[alert("firing", "Drift", 430)])["alert Drift{}"]  # no annotations at all
+    assert not ok

@@ -14,6 +14,7 @@ import pytest
 
 import simulations.faults
 import simulations.fleet
+import simulations.rag
 import simulations.scenario
 import simulations.signal
 from agent.rules import load_rules
@@ -31,7 +32,7 @@ BASE = {
 }
 
 
-@pytest.mark.parametrize("module", [simulations.faults, simulations.fleet, simulations.scenario, simulations.signal])
+@pytest.mark.parametrize("module", [simulations.faults, simulations.fleet, simulations.rag, simulations.scenario, simulations.signal])
 def test_doctests(module: object) -> None:
     result = doctest.testmod(module)  # type: ignore[arg-type]
     assert result.failed == 0 and result.attempted > 0
