@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from actions.base import VERIFY_OUTCOMES
 from agent.runtime.embedded_broker import EmbeddedBroker
 from agent.simulate import RunSettings, run_simulations
 
@@ -28,8 +29,12 @@ def test_rag_rollback_scenarios_move_the_real_aliases(broker: EmbeddedBroker, ml
 
     assert status == 0, printed.getvalue()
     for name in ("bad-index", "unsafe-prompt"):
-        actions = [a for a in json.loads((out / name / "results.json").read_text())["actions"] if a["action"] != "notify"]
+        records = [a for a in json.loads((out / name / "results.json").read_text())["actions"] if a["action"] != "notify"]
+        # decisions apart from their verifications (verify after act: one verdict per executed rollback)
+        actions = [a for a in records if a["outcome"] not in VERIFY_OUTCOMES]
+        verdicts = [a for a in records if a["outcome"] in VERIFY_OUTCOMES]
         assert [(a["action"], a["outcome"], a["mode"]) for a in actions] == [("rollback", "executed", "enforce")], name
+        assert len(verdicts) == 1, (name, verdicts)
 
     from mlflow import MlflowClient
 
