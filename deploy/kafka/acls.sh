@@ -29,11 +29,15 @@ APPROVER="${APPROVER_PRINCIPAL:-User:watchkeeper-approver}"
 INFERENCE_SERVICE="${INFERENCE_PRINCIPAL:-User:inference-service}"
 LLM_SERVICE="${LLM_PRINCIPAL:-User:llm-gateway}"
 GPU_SAMPLER="${GPU_PRINCIPAL:-User:watchkeeper-emit}"
+RAG_SERVICE="${RETRIEVAL_PRINCIPAL:-User:rag-service}"
+FEEDBACK_SERVICE="${FEEDBACK_PRINCIPAL:-User:feedback-service}"
 RETRAINER="${RETRAIN_PRINCIPAL:-User:retrain-trigger}"
 
 TOPIC_INFERENCE="${WATCHKEEPER_TOPIC_INFERENCE:-watchkeeper.inference}"
 TOPIC_LLM="${WATCHKEEPER_TOPIC_LLM:-watchkeeper.llm}"
 TOPIC_GPU="${WATCHKEEPER_TOPIC_GPU:-watchkeeper.gpu}"
+TOPIC_RETRIEVAL="${WATCHKEEPER_TOPIC_RETRIEVAL:-watchkeeper.retrieval}"
+TOPIC_FEEDBACK="${WATCHKEEPER_TOPIC_FEEDBACK:-watchkeeper.feedback}"
 TOPIC_DLQ="${WATCHKEEPER_TOPIC_DLQ:-watchkeeper.dlq}"
 TOPIC_ALERTS="${WATCHKEEPER_TOPIC_ALERTS:-watchkeeper.alerts}"
 TOPIC_AUDIT="${WATCHKEEPER_TOPIC_AUDIT:-watchkeeper.audit}"
@@ -51,7 +55,7 @@ acl() {  # acl PRINCIPAL OPERATION RESOURCE-FLAGS...
 }
 
 # --- the agent ------------------------------------------------------------------------------
-for topic in "$TOPIC_INFERENCE" "$TOPIC_LLM" "$TOPIC_GPU"; do
+for topic in "$TOPIC_INFERENCE" "$TOPIC_LLM" "$TOPIC_GPU" "$TOPIC_RETRIEVAL" "$TOPIC_FEEDBACK"; do
   acl "$AGENT" Read --topic "$topic"
 done
 for topic in "$TOPIC_ALERTS" "$TOPIC_AUDIT" "$TOPIC_STATE"; do  # its own outbox, ledger and checkpoints
@@ -73,6 +77,8 @@ acl "$APPROVER" Write --topic "$TOPIC_AUDIT"
 acl "$INFERENCE_SERVICE" Write --topic "$TOPIC_INFERENCE"
 acl "$LLM_SERVICE" Write --topic "$TOPIC_LLM"
 acl "$GPU_SAMPLER" Write --topic "$TOPIC_GPU"
+acl "$RAG_SERVICE" Write --topic "$TOPIC_RETRIEVAL"
+acl "$FEEDBACK_SERVICE" Write --topic "$TOPIC_FEEDBACK"
 
 # --- the retrain trigger: reads retrain requests -----------------------------------------------
 acl "$RETRAINER" Read --topic "$TOPIC_RETRAIN"

@@ -102,7 +102,7 @@ def test_only_the_agent_writes_its_own_topics(acls: set[Acl]) -> None:
 
 
 def test_each_service_writes_only_its_own_event_topic(acls: set[Acl]) -> None:
-    for topic in (TOPICS.inference, TOPICS.llm, TOPICS.gpu):
+    for topic in TOPICS.sources():  # every event topic: inference, llm, gpu, retrieval, feedback
         (service,) = writers(acls, topic)
         assert service not in (AGENT, APPROVER)
         assert {name for p, op, kind, name, _ in acls if p == service and op == "Write"} == {topic}
@@ -113,7 +113,7 @@ def test_each_service_writes_only_its_own_event_topic(acls: set[Acl]) -> None:
 
 def test_the_agent_can_do_its_work(acls: set[Acl]) -> None:
     mine = {(op, name) for p, op, kind, name, _ in acls if p == AGENT and kind == "topic"}
-    reads = {TOPICS.inference, TOPICS.llm, TOPICS.gpu, TOPICS.alerts, TOPICS.audit, STATE_TOPIC}
+    reads = {*TOPICS.sources(), TOPICS.alerts, TOPICS.audit, STATE_TOPIC}
     writes = {TOPICS.dlq, TOPICS.alerts, TOPICS.audit, TOPICS.retrain, STATE_TOPIC}
     assert {("Read", t) for t in reads} | {("Write", t) for t in writes} <= mine
 
