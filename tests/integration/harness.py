@@ -122,6 +122,8 @@ def topics_for(unique_topic: UniqueTopic) -> Topics:
         inference=unique_topic("inference"),
         llm=unique_topic("llm"),
         gpu=unique_topic("gpu"),
+        retrieval=unique_topic("retrieval"),
+        feedback=unique_topic("feedback"),
         dlq=unique_topic("dlq"),
         alerts=unique_topic("alerts"),
     )
@@ -233,6 +235,10 @@ def agent_env(bootstrap: str, topics: Topics, rules: Path, **more: str) -> dict[
             "WATCHKEEPER_TOPIC_INFERENCE": topics.inference,
             "WATCHKEEPER_TOPIC_LLM": topics.llm,
             "WATCHKEEPER_TOPIC_GPU": topics.gpu,
+            "WATCHKEEPER_TOPIC_RETRIEVAL": topics.retrieval,
+            "WATCHKEEPER_TOPIC_FEEDBACK": topics.feedback,
+            # as in agent_config: the tests replay history, so event time is trusted as sent
+            "WATCHKEEPER_MAX_EVENT_SKEW_S": "0",
             "WATCHKEEPER_TOPIC_DLQ": topics.dlq,
             "WATCHKEEPER_TOPIC_ALERTS": topics.alerts,
             "WATCHKEEPER_CREATE_TOPICS": "4",
