@@ -59,13 +59,11 @@ starting at the earliest offset must not remediate last week's incidents. A firi
 alert is re-sent every resend interval, so a live incident always has a fresh record."""
 
 
-def decode_firing(
-    records: Iterable[Any], *, now: float | None = None, max_age_s: float = STALE_ALERT_S, auth: RecordAuth | None = None
-) -> list[Alert]:
+def decode_firing(records: Iterable[Any], *, now: float | None = None, max_age_s: float = STALE_ALERT_S) -> list[Alert]:
     """FIRING alerts from records of the alerts topic, in order, re-sends included.
 
-    With ``auth``, only records it finds authentic count (a forged alert is never acted
-    on); the others are counted and skipped, and the batch's offsets still advance.
+    Pass only authentic records (``Remediation.handle`` admits each through its
+    ``RecordAuth`` once, for decisions and verdicts alike): a forged alert is never acted on.
 
     Unlike the notifier, a later RESOLVED snapshot in the same batch does not hide a
     FIRING one: the incident happened and its actions are decided (and audited).
@@ -75,8 +73,6 @@ def decode_firing(
     out: list[Alert] = []
     stale = 0
     for rec in records:
-        if auth is not None and not auth.admit(rec):
-            continue
         if rec.timestamp is not None and 0 < rec.timestamp < oldest_ms:
             stale += 1
             continue
